@@ -1,0 +1,400 @@
+//! Serving benchmark: the service (HTTP, base64, decode, resize, batching) against the raw
+//! `ort` session on the same preprocessed batches, at several numbers of concurrent callers.
+//!
+//! `cargo bench --bench serving -- --model tests/fixtures/generated/vits16.onnx --label vits16`
+//! (see benches/README.md). Requests are distinct 512x512 JPEG (quality 90) images, one per
+//! request, so no cache can help. The load generator runs in this process on one thread; the
+//! service is the release binary in a child process.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use psr_reward::batcher::BatchModel;
+use psr_reward::imaging::resize::{Filter, Resizer};
+use psr_reward::imaging::{PooledTensor, Preprocess, ResizeRule, TensorPool, IMAGENET};
+use psr_reward::models::ImageModel;
+use psr_reward::runtime::{
+    build_session, load_environment, FallbackPolicy, Provider, SessionOptions,
+};
+
+struct Args {
+    model: PathBuf,
+    label: String,
+    concurrency: Vec<usize>,
+    seconds: f64,
+    images: usize,
+    max_batch: usize,
+    delay_ms: u64,
+    raw_batches: Vec<usize>,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        model: PathBuf::from("tests/fixtures/generated/vits16.onnx"),
+        label: "vits16".into(),
+        concurrency: vec![1, 4, 16, 64],
+        seconds: 10.0,
+        images: 128,
+        max_batch: 32,
+        delay_ms: 0,
+        raw_batches: vec![1, 4, 16, 32],
+    };
+    let mut it = std::env::args().skip(1);
+    let list = |s: String| {
+        s.split(',')
+            .map(|x| x.parse().expect("number list"))
+            .collect()
+    };
+    while let Some(k) = it.next() {
+        let mut v = || it.next().expect("flag value");
+        match k.as_str() {
+            "--model" => a.model = PathBuf::from(v()),
+            "--label" => a.label = v(),
+            "--concurrency" => a.concurrency = list(v()),
+            "--seconds" => a.seconds = v().parse().expect("seconds"),
+            "--images" => a.images = v().parse().expect("images"),
+            "--max-batch" => a.max_batch = v().parse().expect("max batch"),
+            "--delay-ms" => a.delay_ms = v().parse().expect("delay"),
+            "--raw-batches" => a.raw_batches = list(v()),
+            "--bench" => {}
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+/// Distinct, photo-like 512x512 images: smooth gradients plus seeded blobs.
+fn make_jpegs(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let mut state =
+                0x9E37_79B9_7F4A_7C15u64 ^ (i as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            let mut rnd = move || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % 1000) as f32 / 1000.0
+            };
+            let blobs: Vec<(f32, f32, f32, [f32; 3])> = (0..6)
+                .map(|_| {
+                    (
+                        rnd() * 512.0,
+                        rnd() * 512.0,
+                        20.0 + rnd() * 120.0,
+                        [rnd(), rnd(), rnd()],
+                    )
+                })
+                .collect();
+            let img = image::RgbImage::from_fn(512, 512, |x, y| {
+                let (xf, yf) = (x as f32, y as f32);
+                let mut c = [
+                    xf / 512.0,
+                    yf / 512.0,
+                    0.5 * (1.0 + ((xf + yf) / 40.0 + i as f32).sin()),
+                ];
+                for (bx, by, r, col) in &blobs {
+                    let d2 = (xf - bx).powi(2) + (yf - by).powi(2);
+                    let w = (-d2 / (r * r)).exp();
+                    for k in 0..3 {
+                        c[k] = c[k] * (1.0 - w) + col[k] * w;
+                    }
+                }
+                image::Rgb(c.map(|v| (v.clamp(0.0, 1.0) * 255.0) as u8))
+            });
+            let mut out = Vec::new();
+            let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(Cursor::new(&mut out), 90);
+            img.write_with_encoder(enc).expect("jpeg encode");
+            out
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ort_library() -> PathBuf {
+    std::env::var_os("PSR_ORT_LIBRARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/libonnxruntime.so"))
+}
+
+/// Raw session throughput (images/s) per batch size, on the service's own preprocessing.
+fn raw_throughput(args: &Args, jpegs: &[Vec<u8>]) -> Vec<(usize, f64)> {
+    let env = load_environment(Some(&ort_library())).expect("ort");
+    let opts = SessionOptions {
+        path: args.model.clone(),
+        provider: Provider::Cpu,
+        device_id: 0,
+        fallback: FallbackPolicy::Fail,
+        intra_threads: 0,
+    };
+    let (session, _) = build_session(&env, &opts).expect("session");
+    let mut model = ImageModel::new(session, "pixel_values".into(), "embeddings".into());
+    let pre = Preprocess::new(
+        ResizeRule::ShortSideCenterCrop {
+            resize: 256,
+            crop: 224,
+        },
+        Filter::Bicubic,
+        IMAGENET,
+    );
+    let pool = TensorPool::new();
+    let mut resizer = Resizer::new();
+    let mut scratch = Vec::new();
+    let tensors: Vec<PooledTensor> = jpegs
+        .iter()
+        .map(|j| {
+            let img = image::load_from_memory(j).expect("decode").into_rgb8();
+            pre.run(&img, None, &mut resizer, &mut scratch, &pool)
+                .expect("preprocess")
+        })
+        .collect();
+    let mut out = Vec::new();
+    for &b in &args.raw_batches {
+        let batch: Vec<PooledTensor> = (0..b)
+            .map(|i| {
+                PooledTensor::unpooled(
+                    tensors[i % tensors.len()].shape(),
+                    tensors[i % tensors.len()].data().to_vec(),
+                )
+            })
+            .collect();
+        model.run(&batch).expect("warm-up run");
+        let started = Instant::now();
+        let mut done = 0usize;
+        while started.elapsed().as_secs_f64() < args.seconds.min(8.0) {
+            model.run(&batch).expect("run");
+            done += b;
+        }
+        let rate = done as f64 / started.elapsed().as_secs_f64();
+        eprintln!("raw batch {b}: {rate:.1} images/s");
+        out.push((b, rate));
+    }
+    out
+}
+
+struct Service(Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_service(args: &Args, port: u16) -> Service {
+    let manifest = format!(
+        r#"[embedder]
+name = "bench-embedder"
+path = "{}"
+output = "embeddings"
+preprocess = {{ resize = {{ rule = "center_crop", short_side = 256, crop = 224 }}, filter = "bicubic", normalize = "imagenet" }}
+runtime = {{ provider = "cpu", instances = 1, intra_threads = 0 }}
+batching = {{ max_batch_size = {}, max_queue_delay_ms = {}, queue_capacity = 4096 }}
+"#,
+        std::fs::canonicalize(&args.model)
+            .expect("model path")
+            .display(),
+        args.max_batch,
+        args.delay_ms
+    );
+    let path = std::env::temp_dir().join(format!("psr-bench-{}.toml", std::process::id()));
+    std::fs::write(&path, manifest).expect("write manifest");
+    let child = Command::new(env!("CARGO_BIN_EXE_psr-reward"))
+        .arg("serve")
+        .env("PORT", port.to_string())
+        .env("PSR_HOST", "127.0.0.1")
+        .env("PSR_MODELS", &path)
+        .env("PSR_ORT_LIBRARY", ort_library())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start service");
+    Service(child)
+}
+
+async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+struct Level {
+    callers: usize,
+    throughput: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    mean_batch: f64,
+    errors: usize,
+}
+
+async fn load(base: &str, bodies: Arc<Vec<bytes::Bytes>>, callers: usize, seconds: f64) -> Level {
+    let client = reqwest::Client::new();
+    let items = r#"psr_reward_inference_items_total{model="bench-embedder"}"#;
+    let batches = r#"psr_reward_batch_executions_total{model="bench-embedder"}"#;
+    let (i0, b0) = (
+        metric(&client, base, items).await,
+        metric(&client, base, batches).await,
+    );
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(seconds);
+    let tasks: Vec<_> = (0..callers)
+        .map(|c| {
+            let (client, bodies, url) =
+                (client.clone(), bodies.clone(), format!("{base}/v1/embed"));
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut errors = 0;
+                let mut k = c;
+                while Instant::now() < until {
+                    let t = Instant::now();
+                    let r = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(bodies[k % bodies.len()].clone())
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status() == 200 => {
+                            let _ = r.bytes().await;
+                            lat.push(t.elapsed().as_secs_f64() * 1e3);
+                        }
+                        _ => errors += 1,
+                    }
+                    k += callers;
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.expect("task");
+        lat.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (i1, b1) = (
+        metric(&client, base, items).await,
+        metric(&client, base, batches).await,
+    );
+    lat.sort_by(f64::total_cmp);
+    Level {
+        callers,
+        throughput: lat.len() as f64 / elapsed,
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+        mean_batch: if b1 > b0 {
+            (i1 - i0) / (b1 - b0)
+        } else {
+            f64::NAN
+        },
+        errors,
+    }
+}
+
+fn main() {
+    // `cargo test --all-targets` builds and starts bench targets without `--bench`: the
+    // benchmark is for `cargo bench` only.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("serving benchmark: run it with `cargo bench --bench serving -- ...`");
+        return;
+    }
+    let args = parse_args();
+    eprintln!("generating {} distinct 512x512 JPEGs", args.images);
+    let jpegs = make_jpegs(args.images);
+    let raw = raw_throughput(&args, &jpegs);
+    let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
+        jpegs
+            .iter()
+            .map(|j| {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(j);
+                bytes::Bytes::from(format!(r#"{{"images":["{b64}"]}}"#))
+            })
+            .collect(),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let _svc = start_service(&args, port);
+    let base = format!("http://127.0.0.1:{port}");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let levels = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !matches!(client.get(format!("{base}/ready")).send().await, Ok(r) if r.status() == 200) {
+            assert!(Instant::now() < deadline, "service never became ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut levels = Vec::new();
+        for &c in &args.concurrency {
+            load(&base, bodies.clone(), c, 1.0).await; // warm-up
+            let level = load(&base, bodies.clone(), c, args.seconds).await;
+            eprintln!("{} callers: {:.1} images/s", c, level.throughput);
+            levels.push(level);
+        }
+        levels
+    });
+    let raw_at = |b: usize| {
+        raw.iter()
+            .filter(|(rb, _)| *rb <= b.max(1))
+            .map(|&(_, r)| r)
+            .fold(f64::NAN, f64::max)
+    };
+    let best_raw = raw.iter().map(|&(_, r)| r).fold(f64::NAN, f64::max);
+    println!("\n### {} ({})\n", args.label, args.model.display());
+    println!("Raw `ort` session, same preprocessed tensors, no HTTP:\n");
+    println!("| batch | images/s |\n|---:|---:|");
+    for (b, r) in &raw {
+        println!("| {b} | {r:.1} |");
+    }
+    println!("\nService (`POST /v1/embed`, one 512x512 JPEG q90 per request, max_batch_size {}, max_queue_delay_ms {}):\n", args.max_batch, args.delay_ms);
+    println!("| callers | images/s | p50 ms | p99 ms | mean batch | errors | vs raw at batch <= callers | vs best raw |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for l in &levels {
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {:.2}x | {:.2}x |",
+            l.callers,
+            l.throughput,
+            l.p50_ms,
+            l.p99_ms,
+            l.mean_batch,
+            l.errors,
+            l.throughput / raw_at(l.callers),
+            l.throughput / best_raw
+        );
+    }
+    if let (Some(one), Some((_, r1))) = (
+        levels.iter().find(|l| l.callers == 1),
+        raw.iter().find(|(b, _)| *b == 1),
+    ) {
+        println!("\nAt 1 caller: service p50 {:.1} ms vs raw batch-1 inference {:.1} ms: {:.1} ms added per request.", one.p50_ms, 1e3 / r1, one.p50_ms - 1e3 / r1);
+    }
+}

@@ -1,0 +1,274 @@
+//! Cross-caller dynamic batching: one lane per model.
+//!
+//! Callers submit work items (an image tensor, a crop, an (image, caption) pair) and await their
+//! own result; the lane merges items from every caller into model batches. Semantics follow
+//! Triton's dynamic batcher (size cap, `max_queue_delay` measured from the oldest waiting item,
+//! priority levels with FIFO inside a level, bounded queue) with TEI's all-or-nothing admission
+//! (a full queue rejects at once instead of queueing without bound).
+//!
+//! Batches are formed by the model workers themselves at the moment one becomes free: under load
+//! everything that arrived while the model was busy leaves in the next batch, which is the
+//! largest batch the queue can give. Items are fully preprocessed before they are queued, so
+//! forming a batch is only moving entries and the gather into the model's input buffer, the
+//! work TEI's prefetch hides. With several instances, one worker forms the next batch while
+//! the others run theirs.
+
+mod queue;
+mod worker;
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::metrics::{FailureReason, LaneMetrics};
+use queue::{Entry, Queue};
+
+pub use worker::ModelFactory;
+
+/// A model as the batcher sees it: a batch of inputs in, one output per input out.
+pub trait BatchModel: Send {
+    /// One preprocessed work item.
+    type Input: Batchable + Send + 'static;
+    /// The result of one item.
+    type Output: Send + 'static;
+    /// Runs one batch. Must return exactly one output per input, in order.
+    fn run(&mut self, batch: &[Self::Input]) -> Result<Vec<Self::Output>, BackendError>;
+}
+
+/// Items that can only share a batch with items of the same key (e.g. the same tensor shape).
+pub trait Batchable {
+    /// Equal keys may be batched together; models that pad (masks) return a constant.
+    fn batch_key(&self) -> u64 {
+        0
+    }
+}
+
+/// A failure inside a model run; fails only the batch it happened in.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct BackendError(pub String);
+
+/// Why an item got no result.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchError {
+    /// The lane's queue is full; retry later.
+    #[error("model `{model}` queue is full ({capacity} items); retry later")]
+    Overloaded {
+        model: String,
+        capacity: usize,
+        retry_after: Duration,
+    },
+    /// The item's deadline passed before it reached the model.
+    #[error("deadline passed while queued for model `{model}`")]
+    Timeout { model: String },
+    /// The model failed on the batch holding this item.
+    #[error("model `{model}` failed: {source}")]
+    Backend { model: String, source: BackendError },
+    /// The lane is shutting down.
+    #[error("model `{model}` is shutting down")]
+    ShuttingDown { model: String },
+}
+
+/// A result with the times it spent in the lane.
+#[derive(Debug)]
+pub struct Completed<O> {
+    pub output: O,
+    pub queue_time: Duration,
+    pub inference_time: Duration,
+    pub batch_size: usize,
+}
+
+/// Tunables of one lane.
+#[derive(Debug, Clone)]
+pub struct LaneConfig {
+    /// Most items per model batch.
+    pub max_batch_size: usize,
+    /// How long the oldest item may wait for a fuller batch (zero = greedy).
+    pub max_queue_delay: Duration,
+    /// Most items waiting; beyond it submissions are rejected with [`BatchError::Overloaded`].
+    pub queue_capacity: usize,
+    /// Number of priority levels (0 is served first).
+    pub priority_levels: u8,
+    /// Worker threads, each owning one model instance.
+    pub instances: usize,
+}
+
+/// How one submission is queued.
+#[derive(Debug, Clone, Copy)]
+pub struct SubmitOptions {
+    pub priority: u8,
+    pub deadline: Instant,
+}
+
+/// The awaitable result of one submitted item.
+pub type Ticket<O> = oneshot::Receiver<Result<Completed<O>, BatchError>>;
+
+pub(crate) struct Shared<I, O> {
+    name: String,
+    config: LaneConfig,
+    queue: Mutex<QueueState<I, O>>,
+    wakeup: Condvar,
+    metrics: LaneMetrics,
+}
+
+struct QueueState<I, O> {
+    queue: Queue<I, O>,
+    closed: bool,
+}
+
+impl<I, O> Shared<I, O> {
+    fn lock(&self) -> MutexGuard<'_, QueueState<I, O>> {
+        // A worker never panics while holding the lock (model runs happen outside it), so a
+        // poisoned lock still guards a consistent queue.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Handle of one model lane; cheap to clone and share between handlers.
+pub struct Batcher<I, O> {
+    shared: Arc<Shared<I, O>>,
+    workers: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl<I, O> Clone for Batcher<I, O> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            workers: self.workers.clone(),
+        }
+    }
+}
+
+impl<I: Batchable + Send + 'static, O: Send + 'static> Batcher<I, O> {
+    /// Builds every model instance (so load errors surface at start-up) and starts one worker
+    /// thread per instance.
+    pub fn start(
+        name: &str,
+        config: LaneConfig,
+        factory: ModelFactory<I, O>,
+        metrics: LaneMetrics,
+    ) -> Result<Self, BackendError> {
+        let instances = config.instances.max(1);
+        let mut models = Vec::with_capacity(instances);
+        for i in 0..instances {
+            models.push(factory(i)?);
+        }
+        let shared = Arc::new(Shared {
+            name: name.to_string(),
+            queue: Mutex::new(QueueState {
+                queue: Queue::new(config.priority_levels, config.queue_capacity),
+                closed: false,
+            }),
+            config,
+            wakeup: Condvar::new(),
+            metrics,
+        });
+        let mut handles = Vec::with_capacity(instances);
+        for (i, model) in models.into_iter().enumerate() {
+            let shared = shared.clone();
+            let factory = factory.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("{name}-worker-{i}"))
+                .spawn(move || worker::run(shared, i, model, factory))
+                .map_err(|e| BackendError(format!("cannot spawn worker thread: {e}")))?;
+            handles.push(handle);
+        }
+        shared.metrics.ready.set(1);
+        Ok(Self {
+            shared,
+            workers: Arc::new(Mutex::new(handles)),
+        })
+    }
+
+    /// The lane's model name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The lane's tunables.
+    pub fn config(&self) -> &LaneConfig {
+        &self.shared.config
+    }
+
+    /// Items waiting now.
+    pub fn depth(&self) -> usize {
+        self.shared.lock().queue.len()
+    }
+
+    /// Queues all `inputs` or none: a request is never half-admitted.
+    pub fn submit(
+        &self,
+        inputs: Vec<I>,
+        options: SubmitOptions,
+    ) -> Result<Vec<Ticket<O>>, BatchError> {
+        let shared = &self.shared;
+        let n = inputs.len();
+        let now = Instant::now();
+        let mut state = shared.lock();
+        if state.closed {
+            return Err(BatchError::ShuttingDown {
+                model: shared.name.clone(),
+            });
+        }
+        if !state.queue.has_room(n) {
+            drop(state);
+            shared.metrics.fail(FailureReason::Overloaded, n);
+            return Err(BatchError::Overloaded {
+                model: shared.name.clone(),
+                capacity: shared.config.queue_capacity,
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        let mut tickets = Vec::with_capacity(n);
+        for input in inputs {
+            let (reply, rx) = oneshot::channel();
+            let key = input.batch_key();
+            state.queue.push(
+                options.priority,
+                Entry {
+                    input,
+                    key,
+                    enqueued: now,
+                    deadline: options.deadline,
+                    reply,
+                },
+            );
+            tickets.push(rx);
+        }
+        shared.metrics.queue_depth.set(state.queue.len() as i64);
+        drop(state);
+        if n >= shared.config.max_batch_size || shared.config.instances > 1 {
+            shared.wakeup.notify_all();
+        } else {
+            shared.wakeup.notify_one();
+        }
+        Ok(tickets)
+    }
+
+    /// Stops accepting work, fails what is still queued, and joins the workers.
+    pub fn shutdown(&self) {
+        let leftover = {
+            let mut state = self.shared.lock();
+            state.closed = true;
+            state.queue.drain()
+        };
+        self.shared.metrics.queue_depth.set(0);
+        for entry in leftover {
+            let _ = entry.reply.send(Err(BatchError::ShuttingDown {
+                model: self.shared.name.clone(),
+            }));
+        }
+        self.shared.wakeup.notify_all();
+        let handles =
+            std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
+        for h in handles {
+            let _ = h.join();
+        }
+        self.shared.metrics.ready.set(0);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,228 @@
+//! Typed service configuration.
+//!
+//! Precedence, lowest to highest: built-in defaults, the TOML file (`--config`), then CLI flags
+//! and their environment twins (clap's `env`). Everything is validated once at start-up, and a
+//! bad value is reported with the dotted path of the field it came from.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown / mistyped fields.
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value is out of its allowed range.
+    #[error("invalid config value `{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub runtime: RuntimeConfig,
+    pub limits: LimitsConfig,
+    pub models: ModelsConfig,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub host: String,
+    /// Port to listen on.
+    pub port: u16,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+    /// Emit logs as JSON lines (for log shippers) instead of human-readable text.
+    pub json_logs: bool,
+    /// Threads of the CPU pool that parses, decodes and preprocesses images (0 = one per core).
+    pub cpu_threads: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 8080,
+            shutdown_grace_secs: 30,
+            json_logs: false,
+            cpu_threads: 0,
+        }
+    }
+}
+
+/// Where ONNX Runtime comes from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Path of `libonnxruntime.so` (loaded at run time: the `ort` crate's `load-dynamic`).
+    pub onnxruntime_library: Option<PathBuf>,
+}
+
+/// Request limits: what one caller may ask of the service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest accepted request body (base64 images inflate bytes by 4/3).
+    pub max_body_bytes: usize,
+    /// Largest accepted encoded image, after base64 decoding.
+    pub max_image_bytes: usize,
+    /// Largest accepted image side, in pixels (guards against decompression bombs).
+    pub max_image_side: u32,
+    /// Largest accepted image area, in pixels.
+    pub max_image_pixels: u64,
+    /// Most images (or items) in one request.
+    pub max_items_per_request: usize,
+    /// Most phrases per detection request.
+    pub max_phrases: usize,
+    /// Deadline applied when a request names none.
+    pub default_timeout_ms: u64,
+    /// Largest deadline a request may ask for.
+    pub max_timeout_ms: u64,
+    /// Number of priority levels; a request's `priority` is `0` (most urgent) to `levels - 1`.
+    pub priority_levels: u8,
+    /// Priority of requests that name none.
+    pub default_priority: u8,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024 * 1024,
+            max_image_bytes: 16 * 1024 * 1024,
+            max_image_side: 8192,
+            max_image_pixels: 40_000_000,
+            max_items_per_request: 256,
+            max_phrases: 8,
+            default_timeout_ms: 60_000,
+            max_timeout_ms: 600_000,
+            priority_levels: 3,
+            default_priority: 1,
+        }
+    }
+}
+
+/// Which models to serve.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Model manifest (see `models/*.toml`); relative model paths inside it are resolved
+    /// against the manifest's own folder.
+    pub manifest: PathBuf,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            manifest: PathBuf::from("models/default.toml"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; unknown fields are errors so that typos do not pass silently.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks every range constraint, naming the offending field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.max_body_bytes < 1024 {
+            return Err(invalid("limits.max_body_bytes", "must be at least 1024"));
+        }
+        if l.max_image_bytes == 0 || l.max_image_bytes > l.max_body_bytes {
+            return Err(invalid(
+                "limits.max_image_bytes",
+                "must be > 0 and at most limits.max_body_bytes",
+            ));
+        }
+        if l.max_image_side < 16 {
+            return Err(invalid("limits.max_image_side", "must be at least 16"));
+        }
+        if l.max_image_pixels < 256 {
+            return Err(invalid("limits.max_image_pixels", "must be at least 256"));
+        }
+        if l.max_items_per_request == 0 {
+            return Err(invalid(
+                "limits.max_items_per_request",
+                "must be at least 1",
+            ));
+        }
+        if l.max_phrases == 0 {
+            return Err(invalid("limits.max_phrases", "must be at least 1"));
+        }
+        if l.default_timeout_ms == 0 || l.default_timeout_ms > l.max_timeout_ms {
+            return Err(invalid(
+                "limits.default_timeout_ms",
+                "must be > 0 and at most limits.max_timeout_ms",
+            ));
+        }
+        if l.priority_levels == 0 || l.priority_levels > 16 {
+            return Err(invalid("limits.priority_levels", "must be 1..=16"));
+        }
+        if l.default_priority >= l.priority_levels {
+            return Err(invalid(
+                "limits.default_priority",
+                "must be below limits.priority_levels",
+            ));
+        }
+        if self.server.shutdown_grace_secs > 3600 {
+            return Err(invalid(
+                "server.shutdown_grace_secs",
+                "must be at most 3600",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = toml::from_str::<Config>("[server]\nprot = 1\n").unwrap_err();
+        assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_value_names_field() {
+        let mut c = Config::default();
+        c.limits.default_priority = 5;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.default_priority"), "{err}");
+    }
+}

@@ -1,0 +1,213 @@
+//! Decoding untrusted images with limits checked before any pixel buffer is allocated.
+
+use std::io::Cursor;
+
+use base64::Engine;
+use image::{DynamicImage, ImageDecoder, ImageReader};
+
+/// Why an image was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The base64 text is not valid (standard alphabet, padding optional).
+    #[error("image is not valid base64: {0}")]
+    Base64(String),
+    /// The encoded image exceeds the byte limit.
+    #[error("encoded image is {bytes} bytes; the limit is {max}")]
+    TooManyBytes { bytes: usize, max: usize },
+    /// The image is empty.
+    #[error("image is empty")]
+    Empty,
+    /// Not a format the service decodes (PNG, JPEG, WebP).
+    #[error("unsupported or unrecognised image format")]
+    UnsupportedFormat,
+    /// The header announces a size beyond the limits (decompression-bomb guard).
+    #[error("image is {width}x{height}; limits are {max_side} pixels per side and {max_pixels} pixels in all")]
+    TooLarge {
+        width: u32,
+        height: u32,
+        max_side: u32,
+        max_pixels: u64,
+    },
+    /// The data is corrupt or truncated.
+    #[error("cannot decode image: {0}")]
+    Corrupt(String),
+}
+
+/// Limits applied to every decoded image.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    pub max_bytes: usize,
+    pub max_side: u32,
+    pub max_pixels: u64,
+}
+
+/// A decoded image converted to 8-bit RGB, with what it was before the conversion.
+pub struct DecodedImage {
+    pub rgb: image::RgbImage,
+    /// The colour type the file declared (e.g. `Rgba8`, `L16`): some reward modes treat
+    /// non-RGB inputs differently.
+    pub source_color: image::ColorType,
+}
+
+/// Decodes a base64 image (a bare string or a `data:` URL) into RGB.
+/// `scratch` is a reusable buffer for the decoded bytes.
+pub fn decode_image(
+    b64: &str,
+    limits: &DecodeLimits,
+    scratch: &mut Vec<u8>,
+) -> Result<DecodedImage, ImageError> {
+    let payload = strip_data_url(b64.trim());
+    if payload.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    // 3 bytes per 4 characters: refuse before decoding when the text is certainly too large.
+    let estimate = payload.len() / 4 * 3;
+    if estimate > limits.max_bytes + 3 {
+        return Err(ImageError::TooManyBytes {
+            bytes: estimate,
+            max: limits.max_bytes,
+        });
+    }
+    scratch.clear();
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode_vec(payload.trim_end_matches('='), scratch)
+        .map_err(|e| ImageError::Base64(e.to_string()))?;
+    if scratch.len() > limits.max_bytes {
+        return Err(ImageError::TooManyBytes {
+            bytes: scratch.len(),
+            max: limits.max_bytes,
+        });
+    }
+    decode_bytes(scratch, limits)
+}
+
+/// Decodes encoded image bytes into RGB, checking the declared size first.
+pub fn decode_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(ImageError::UnsupportedFormat);
+    }
+    let mut decoder = reader.into_decoder().map_err(map_image_error)?;
+    let (width, height) = decoder.dimensions();
+    let pixels = u64::from(width) * u64::from(height);
+    if width == 0 || height == 0 {
+        return Err(ImageError::Empty);
+    }
+    if width > limits.max_side || height > limits.max_side || pixels > limits.max_pixels {
+        return Err(ImageError::TooLarge {
+            width,
+            height,
+            max_side: limits.max_side,
+            max_pixels: limits.max_pixels,
+        });
+    }
+    let mut codec_limits = image::Limits::default();
+    codec_limits.max_image_width = Some(limits.max_side);
+    codec_limits.max_image_height = Some(limits.max_side);
+    // Worst case 16-bit RGBA (8 bytes per pixel) plus the codec's own working memory.
+    codec_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    decoder.set_limits(codec_limits).map_err(map_image_error)?;
+    let source_color = decoder.color_type();
+    let image = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
+    let rgb = match image {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => other.into_rgb8(),
+    };
+    Ok(DecodedImage { rgb, source_color })
+}
+
+fn strip_data_url(s: &str) -> &str {
+    if let Some(rest) = s.strip_prefix("data:") {
+        if let Some(idx) = rest.find(";base64,") {
+            return &rest[idx + ";base64,".len()..];
+        }
+    }
+    s
+}
+
+fn map_image_error(e: image::ImageError) -> ImageError {
+    match e {
+        image::ImageError::Unsupported(_) => ImageError::UnsupportedFormat,
+        image::ImageError::Limits(l) => ImageError::Corrupt(format!("limit exceeded: {l}")),
+        other => ImageError::Corrupt(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: DecodeLimits = DecodeLimits {
+        max_bytes: 1 << 20,
+        max_side: 4096,
+        max_pixels: 4096 * 4096,
+    };
+
+    fn png(w: u32, h: u32, color: [u8; 3]) -> Vec<u8> {
+        let img = image::RgbImage::from_pixel(w, h, image::Rgb(color));
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    #[test]
+    fn decodes_png_and_data_url() {
+        let data = png(3, 2, [10, 20, 30]);
+        let mut scratch = Vec::new();
+        let img = decode_image(&b64(&data), &LIMITS, &mut scratch).unwrap();
+        assert_eq!(img.rgb.dimensions(), (3, 2));
+        assert_eq!(img.rgb.get_pixel(2, 1).0, [10, 20, 30]);
+        let url = format!("data:image/png;base64,{}", b64(&data));
+        assert!(decode_image(&url, &LIMITS, &mut scratch).is_ok());
+    }
+
+    #[test]
+    fn rejects_garbage_truncated_and_bombs() {
+        let mut scratch = Vec::new();
+        assert!(matches!(
+            decode_image("not base64!!", &LIMITS, &mut scratch),
+            Err(ImageError::Base64(_))
+        ));
+        assert!(matches!(
+            decode_image(&b64(b"hello world"), &LIMITS, &mut scratch),
+            Err(ImageError::UnsupportedFormat)
+        ));
+        let data = png(64, 64, [1, 2, 3]);
+        assert!(matches!(
+            decode_image(&b64(&data[..data.len() / 2]), &LIMITS, &mut scratch),
+            Err(ImageError::Corrupt(_))
+        ));
+        // A small file that declares a huge image is refused from its header.
+        let big = png(5000, 1, [0, 0, 0]);
+        assert!(matches!(
+            decode_image(&b64(&big), &LIMITS, &mut scratch),
+            Err(ImageError::TooLarge { width: 5000, .. })
+        ));
+        assert!(matches!(
+            decode_image("", &LIMITS, &mut scratch),
+            Err(ImageError::Empty)
+        ));
+    }
+
+    #[test]
+    fn converts_other_modes_to_rgb() {
+        let gray = image::GrayAlphaImage::from_pixel(2, 2, image::LumaA([100, 7]));
+        let mut out = Vec::new();
+        gray.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        let mut scratch = Vec::new();
+        let img = decode_image(&b64(&out), &LIMITS, &mut scratch).unwrap();
+        assert_eq!(img.source_color, image::ColorType::La8);
+        assert_eq!(img.rgb.get_pixel(0, 0).0, [100, 100, 100]);
+    }
+}

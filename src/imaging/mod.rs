@@ -1,0 +1,11 @@
+//! Images in, model tensors out: bounded decoding, Pillow-exact resampling, torchvision-exact
+//! cropping, and normalisation into NCHW `f32` buffers drawn from a pool.
+
+mod decode;
+mod preprocess;
+pub mod resize;
+mod tensor;
+
+pub use decode::{decode_image, DecodeLimits, DecodedImage, ImageError};
+pub use preprocess::{Normalize, Preprocess, ResizeRule, CLIP, IMAGENET};
+pub use tensor::{PooledTensor, TensorPool};

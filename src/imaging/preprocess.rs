@@ -1,0 +1,272 @@
+//! The reference pipelines' preprocessing, reproduced exactly.
+//!
+//! - Embedders (DINO): torchvision `Resize(256)` (short side to 256, long side floored),
+//!   `CenterCrop(224)` (offset `int(round((H - 224) / 2))`, Python's round-half-even),
+//!   `ToTensor`, `Normalize(mean, std)`. Resampling is Pillow's (bicubic, antialiased).
+//! - Grounding DINO: `RandomResize([800], max_size=1333)` of the IDEA code (short side 800 unless
+//!   the long side would pass 1333, then short = `round(1333 * short / long)`), Pillow bilinear.
+//!
+//! Facts from psr-reference.md (PSR eval scripts, GroundingDINO `transforms.py`, torchvision).
+
+use super::resize::{Filter, ResizeError, Resizer, SourceBox};
+use super::tensor::{PooledTensor, TensorPool};
+
+/// Per-channel normalisation `(x / 255 - mean) / std`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Normalize {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+/// ImageNet statistics (DINO, Grounding DINO).
+pub const IMAGENET: Normalize = Normalize {
+    mean: [0.485, 0.456, 0.406],
+    std: [0.229, 0.224, 0.225],
+};
+
+/// OpenAI CLIP statistics (CLIP-based aesthetic and preference heads).
+pub const CLIP: Normalize = Normalize {
+    mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
+    std: [0.268_629_54, 0.261_302_6, 0.275_777_1],
+};
+
+/// How an image is brought to the model's input size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ResizeRule {
+    /// Short side to `resize` (long side floored), then a centred `crop`×`crop` window.
+    ShortSideCenterCrop { resize: u32, crop: u32 },
+    /// Short side to `short` unless the long side would exceed `max_long` (detectors).
+    ShortSideMaxLong { short: u32, max_long: u32 },
+}
+
+/// A complete preprocessing recipe with its normalisation table.
+#[derive(Debug, Clone)]
+pub struct Preprocess {
+    rule: ResizeRule,
+    filter: Filter,
+    normalize: Normalize,
+    /// `lut[c][v]` = normalised value of byte `v` in channel `c`.
+    lut: Box<[[f32; 256]; 3]>,
+}
+
+/// Where the resized image lands and which window of it becomes the tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub resized_w: u32,
+    pub resized_h: u32,
+    pub crop_x: u32,
+    pub crop_y: u32,
+    pub out_w: u32,
+    pub out_h: u32,
+}
+
+impl Preprocess {
+    /// Builds a recipe and precomputes its normalisation table.
+    pub fn new(rule: ResizeRule, filter: Filter, normalize: Normalize) -> Self {
+        let mut lut = Box::new([[0.0f32; 256]; 3]);
+        for (c, table) in lut.iter_mut().enumerate() {
+            for (v, slot) in table.iter_mut().enumerate() {
+                *slot = (v as f32 / 255.0 - normalize.mean[c]) / normalize.std[c];
+            }
+        }
+        Self {
+            rule,
+            filter,
+            normalize,
+            lut,
+        }
+    }
+
+    /// The resize rule.
+    pub fn rule(&self) -> ResizeRule {
+        self.rule
+    }
+
+    /// The normalisation.
+    pub fn normalize(&self) -> Normalize {
+        self.normalize
+    }
+
+    /// The resampling filter.
+    pub fn filter(&self) -> Filter {
+        self.filter
+    }
+
+    /// Output geometry for a `w`×`h` source.
+    pub fn plan(&self, w: u32, h: u32) -> Plan {
+        match self.rule {
+            ResizeRule::ShortSideCenterCrop { resize, crop } => {
+                let (rw, rh) = short_side(w, h, resize);
+                Plan {
+                    resized_w: rw,
+                    resized_h: rh,
+                    crop_x: center_offset(rw, crop),
+                    crop_y: center_offset(rh, crop),
+                    out_w: crop,
+                    out_h: crop,
+                }
+            }
+            ResizeRule::ShortSideMaxLong { short, max_long } => {
+                let (rw, rh) = short_side_max_long(w, h, short, max_long);
+                Plan {
+                    resized_w: rw,
+                    resized_h: rh,
+                    crop_x: 0,
+                    crop_y: 0,
+                    out_w: rw,
+                    out_h: rh,
+                }
+            }
+        }
+    }
+
+    /// Resizes `src` (or the `area` of it), crops, and normalises into a pooled `[3, H, W]`
+    /// tensor. `resizer` and `scratch` are per-thread reusable buffers.
+    pub fn run(
+        &self,
+        src: &image::RgbImage,
+        area: Option<SourceBox>,
+        resizer: &mut Resizer,
+        scratch: &mut Vec<u8>,
+        pool: &TensorPool,
+    ) -> Result<PooledTensor, ResizeError> {
+        let (sw, sh) = match &area {
+            Some(b) => (
+                (b.x1 - b.x0).round().max(1.0) as u32,
+                (b.y1 - b.y0).round().max(1.0) as u32,
+            ),
+            None => src.dimensions(),
+        };
+        let plan = self.plan(sw, sh);
+        let len = plan.resized_w as usize * plan.resized_h as usize * 3;
+        scratch.clear();
+        scratch.resize(len, 0);
+        resizer.resize_rgb8(
+            src.as_raw(),
+            src.width(),
+            src.height(),
+            area,
+            scratch,
+            plan.resized_w,
+            plan.resized_h,
+            self.filter,
+        )?;
+        Ok(self.normalize_window(scratch, &plan, pool))
+    }
+
+    /// Copies the plan's window of an RGB8 buffer into a planar normalised tensor.
+    fn normalize_window(&self, rgb: &[u8], plan: &Plan, pool: &TensorPool) -> PooledTensor {
+        let (ow, oh) = (plan.out_w as usize, plan.out_h as usize);
+        let stride = plan.resized_w as usize * 3;
+        pool.tensor([3, oh, ow], |data| {
+            data.resize(3 * oh * ow, 0.0);
+            let (r, rest) = data.split_at_mut(oh * ow);
+            let (g, b) = rest.split_at_mut(oh * ow);
+            for y in 0..oh {
+                let row_start = (plan.crop_y as usize + y) * stride + plan.crop_x as usize * 3;
+                let row = &rgb[row_start..row_start + ow * 3];
+                let out = y * ow;
+                for (x, px) in row.chunks_exact(3).enumerate() {
+                    r[out + x] = self.lut[0][px[0] as usize];
+                    g[out + x] = self.lut[1][px[1] as usize];
+                    b[out + x] = self.lut[2][px[2] as usize];
+                }
+            }
+        })
+    }
+}
+
+/// torchvision `Resize(size)` on a PIL image: the short side becomes `size`, the long side
+/// `int(size * long / short)`.
+fn short_side(w: u32, h: u32, size: u32) -> (u32, u32) {
+    if w <= h {
+        (size, scale_floor(size, h, w))
+    } else {
+        (scale_floor(size, w, h), size)
+    }
+}
+
+/// GroundingDINO's `get_size_with_aspect_ratio(image_size, size, max_size)`.
+fn short_side_max_long(w: u32, h: u32, size: u32, max_long: u32) -> (u32, u32) {
+    let (min_side, max_side) = (f64::from(w.min(h)), f64::from(w.max(h)));
+    let mut size = size;
+    if max_side / min_side * f64::from(size) > f64::from(max_long) {
+        // Python's round() rounds half to even.
+        size = (f64::from(max_long) * min_side / max_side).round_ties_even() as u32;
+    }
+    if (w <= h && w == size) || (h <= w && h == size) {
+        return (w, h);
+    }
+    if w < h {
+        (size, scale_floor(size, h, w))
+    } else {
+        (scale_floor(size, w, h), size)
+    }
+}
+
+/// `int(size * num / den)` as Python computes it (float division, then truncation).
+fn scale_floor(size: u32, num: u32, den: u32) -> u32 {
+    (f64::from(size) * f64::from(num) / f64::from(den)) as u32
+}
+
+/// torchvision `center_crop` offset: `int(round((full - crop) / 2.0))`.
+fn center_offset(full: u32, crop: u32) -> u32 {
+    if full <= crop {
+        return 0;
+    }
+    (f64::from(full - crop) / 2.0).round_ties_even() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedder_geometry_matches_torchvision() {
+        let p = Preprocess::new(
+            ResizeRule::ShortSideCenterCrop {
+                resize: 256,
+                crop: 224,
+            },
+            Filter::Bicubic,
+            IMAGENET,
+        );
+        let plan = p.plan(640, 480);
+        assert_eq!((plan.resized_w, plan.resized_h), (341, 256));
+        // (341 - 224) / 2 = 58.5 rounds half to even: 58.
+        assert_eq!((plan.crop_x, plan.crop_y), (58, 16));
+        assert_eq!((plan.out_w, plan.out_h), (224, 224));
+    }
+
+    #[test]
+    fn detector_geometry_matches_groundingdino() {
+        assert_eq!(short_side_max_long(512, 512, 800, 1333), (800, 800));
+        assert_eq!(short_side_max_long(1024, 768, 800, 1333), (1066, 800));
+        // 1000/300*800 > 1333: short side becomes round(1333*300/1000) = round(399.9) = 400.
+        assert_eq!(short_side_max_long(300, 1000, 800, 1333), (400, 1333));
+        assert_eq!(short_side_max_long(800, 600, 800, 1333), (1066, 800));
+        assert_eq!(short_side_max_long(600, 800, 600, 1333), (600, 800));
+    }
+
+    #[test]
+    fn normalisation_table() {
+        let p = Preprocess::new(
+            ResizeRule::ShortSideMaxLong {
+                short: 2,
+                max_long: 4,
+            },
+            Filter::Bilinear,
+            IMAGENET,
+        );
+        let img = image::RgbImage::from_pixel(2, 2, image::Rgb([255, 0, 128]));
+        let pool = TensorPool::new();
+        let t = p
+            .run(&img, None, &mut Resizer::new(), &mut Vec::new(), &pool)
+            .unwrap();
+        assert_eq!(t.shape(), [3, 2, 2]);
+        let d = t.data();
+        assert!((d[0] - (1.0 - 0.485) / 0.229).abs() < 1e-6);
+        assert!((d[4] - (0.0 - 0.456) / 0.224).abs() < 1e-6);
+        assert!((d[8] - (128.0 / 255.0 - 0.406) / 0.225).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,217 @@
+//! `psr-reward` command line: `serve` runs the service; `models check` loads a manifest and
+//! prints each model's signature and provider.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use psr_reward::config::Config;
+use psr_reward::cpu_pool::CpuPool;
+use psr_reward::metrics::Metrics;
+use psr_reward::models::manifest::Manifest;
+use psr_reward::models::Models;
+use psr_reward::runtime::load_environment;
+use psr_reward::server::{self, AppState};
+
+#[derive(Parser)]
+#[command(
+    name = "psr-reward",
+    version,
+    about = "Batched reward service for personalised image generation RL"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the HTTP service.
+    Serve(Overrides),
+    /// Inspect model manifests.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Load every model of the manifest and print signatures and providers as JSON.
+    Check(Overrides),
+}
+
+/// Settings that override the config file; each has an environment twin.
+#[derive(Args, Clone)]
+struct Overrides {
+    /// TOML config file.
+    #[arg(long, env = "PSR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to bind.
+    #[arg(long, env = "PSR_HOST")]
+    host: Option<String>,
+    /// Port to listen on.
+    #[arg(long, env = "PORT")]
+    port: Option<u16>,
+    /// Model manifest.
+    #[arg(long, env = "PSR_MODELS")]
+    models: Option<PathBuf>,
+    /// Path of libonnxruntime.so.
+    #[arg(long, env = "PSR_ORT_LIBRARY")]
+    onnxruntime_library: Option<PathBuf>,
+    /// Log JSON lines instead of text.
+    #[arg(long, env = "PSR_JSON_LOGS")]
+    json_logs: Option<bool>,
+    /// Seconds in-flight requests get after SIGTERM.
+    #[arg(long, env = "PSR_SHUTDOWN_GRACE_SECS")]
+    shutdown_grace_secs: Option<u64>,
+    /// Preprocessing threads (0 = one per core).
+    #[arg(long, env = "PSR_CPU_THREADS")]
+    cpu_threads: Option<usize>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "PSR_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
+}
+
+impl Overrides {
+    fn resolve(&self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = &self.host {
+            c.server.host = v.clone();
+        }
+        if let Some(v) = self.port {
+            c.server.port = v;
+        }
+        if let Some(v) = &self.models {
+            c.models.manifest = v.clone();
+        }
+        if let Some(v) = &self.onnxruntime_library {
+            c.runtime.onnxruntime_library = Some(v.clone());
+        }
+        if let Some(v) = self.json_logs {
+            c.server.json_logs = v;
+        }
+        if let Some(v) = self.shutdown_grace_secs {
+            c.server.shutdown_grace_secs = v;
+        }
+        if let Some(v) = self.cpu_threads {
+            c.server.cpu_threads = v;
+        }
+        if let Some(v) = self.max_body_bytes {
+            c.limits.max_body_bytes = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(o) => o.resolve().and_then(serve),
+        Command::Models {
+            command: ModelsCommand::Check(o),
+        } => o.resolve().and_then(check_models),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_models(config: &Config, metrics: &Metrics) -> anyhow::Result<Models> {
+    let manifest = Manifest::load(&config.models.manifest)?;
+    let env = load_environment(config.runtime.onnxruntime_library.as_deref())?;
+    let models = Models::load(&manifest, &env, metrics, config.limits.priority_levels)?;
+    for info in models.infos() {
+        for (i, p) in info.instances.iter().enumerate() {
+            tracing::info!(model = %info.name, role = info.role, instance = i, requested = %p.requested, provider = %p.actual, fallback = ?p.fallback_reason, "model loaded");
+        }
+    }
+    Ok(models)
+}
+
+fn check_models(config: Config) -> anyhow::Result<()> {
+    init_tracing(config.server.json_logs);
+    let metrics = Metrics::new();
+    let models = load_models(&config, &metrics)?;
+    println!("{}", serde_json::to_string_pretty(&models.infos())?);
+    models.shutdown();
+    Ok(())
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    init_tracing(config.server.json_logs);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("http")
+        .build()?;
+    runtime.block_on(async move {
+        let metrics = Arc::new(Metrics::new());
+        let cpu = CpuPool::new(config.server.cpu_threads)?;
+        let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+        let addr = format!("{}:{}", config.server.host, config.server.port);
+        let state = AppState::new(config.clone(), metrics.clone(), cpu);
+        // Listen first so probes see /health 200 and /ready 503 while models load.
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        tracing::info!(%addr, "listening; loading models");
+
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
+        let loader_state = state.clone();
+        tokio::spawn(async move {
+            let loaded = tokio::task::spawn_blocking(move || load_models(&config, &metrics)).await;
+            let result = match loaded {
+                Ok(Ok(models)) => {
+                    let models = Arc::new(models);
+                    loader_state.set_models(models.clone());
+                    models.warm_up().await.map_err(anyhow::Error::from)
+                }
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::anyhow!("model loading panicked: {e}")),
+            };
+            match result {
+                Ok(()) => {
+                    loader_state.set_warmed();
+                    tracing::info!("models warmed up; ready");
+                }
+                Err(e) => {
+                    let _ = failed_tx.send(e);
+                }
+            }
+        });
+
+        tokio::select! {
+            served = server::serve(listener, state.clone(), server::shutdown_signal(), grace) => served?,
+            Ok(err) = failed_rx => return Err(err.context("cannot start models")),
+        }
+        if let Some(models) = state.loaded_models() {
+            let models = models.clone();
+            tokio::task::spawn_blocking(move || models.shutdown()).await?;
+        }
+        tracing::info!("shut down cleanly");
+        Ok(())
+    })
+}

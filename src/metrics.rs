@@ -1,0 +1,282 @@
+//! Prometheus metric families of the service.
+//!
+//! Every family is registered, and every label combination the service knows in advance is
+//! created, at start-up: a scrape before the first request already lists them all (an empty
+//! `/metrics` until first use is a known complaint about TEI). Names follow Prometheus
+//! conventions: one `psr_reward_` prefix, base units in names, counters end in `_total`.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Why a batcher item did not produce a result.
+pub const FAILURE_REASONS: [&str; 4] = ["overloaded", "timeout", "dropped", "backend"];
+
+/// Latency buckets in seconds, from sub-millisecond overheads to minute-long VLM calls.
+const SECONDS_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+/// All metric families, owned by one registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    queue_depth: IntGaugeVec,
+    batch_size: HistogramVec,
+    items: IntCounterVec,
+    batches: IntCounterVec,
+    queue_duration: HistogramVec,
+    inference_duration: HistogramVec,
+    failures: IntCounterVec,
+    worker_restarts: IntCounterVec,
+    model_ready: IntGaugeVec,
+    preprocess_duration: HistogramVec,
+    ready: IntGauge,
+}
+
+/// The per-model children, resolved once so the hot path never looks labels up.
+#[derive(Clone)]
+pub struct LaneMetrics {
+    pub queue_depth: IntGauge,
+    pub batch_size: prometheus::Histogram,
+    pub items: IntCounter,
+    pub batches: IntCounter,
+    pub queue_duration: prometheus::Histogram,
+    pub inference_duration: prometheus::Histogram,
+    pub worker_restarts: IntCounter,
+    pub ready: IntGauge,
+    failures: [IntCounter; 4],
+}
+
+impl LaneMetrics {
+    /// Counts `n` items that failed for `reason` (one of [`FAILURE_REASONS`]).
+    pub fn fail(&self, reason: FailureReason, n: usize) {
+        self.failures[reason as usize].inc_by(n as u64);
+    }
+}
+
+/// Index into [`FAILURE_REASONS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    Overloaded = 0,
+    Timeout = 1,
+    Dropped = 2,
+    Backend = 3,
+}
+
+fn must<T>(r: Result<T, prometheus::Error>) -> T {
+    // Metric definitions are static; a failure here is a programming error caught by tests.
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("invalid metric definition: {e}"),
+    }
+}
+
+impl Metrics {
+    /// Builds and registers every family.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = must(IntCounterVec::new(Opts::new(name, help), labels));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+            let h = must(HistogramVec::new(opts, labels));
+            must(registry.register(Box::new(h.clone())));
+            h
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = must(IntGaugeVec::new(Opts::new(name, help), labels));
+            must(registry.register(Box::new(g.clone())));
+            g
+        };
+        let ready = must(IntGauge::new(
+            "psr_reward_ready",
+            "1 once every model is loaded and warmed up and the service is not draining",
+        ));
+        must(registry.register(Box::new(ready.clone())));
+        Self {
+            requests: counter(
+                "psr_reward_requests_total",
+                "HTTP requests by route and status code",
+                &["route", "status"],
+            ),
+            request_duration: histogram(
+                "psr_reward_request_duration_seconds",
+                "HTTP request duration by route",
+                &["route"],
+                &SECONDS_BUCKETS,
+            ),
+            queue_depth: gauge(
+                "psr_reward_queue_depth",
+                "Items waiting in a model's batcher queue",
+                &["model"],
+            ),
+            batch_size: histogram(
+                "psr_reward_batch_size",
+                "Items per executed model batch",
+                &["model"],
+                &BATCH_BUCKETS,
+            ),
+            items: counter(
+                "psr_reward_inference_items_total",
+                "Items that reached the model (divide by batch executions for the mean batch size)",
+                &["model"],
+            ),
+            batches: counter(
+                "psr_reward_batch_executions_total",
+                "Model batch executions",
+                &["model"],
+            ),
+            queue_duration: histogram(
+                "psr_reward_queue_duration_seconds",
+                "Time an item waited in the batcher queue",
+                &["model"],
+                &SECONDS_BUCKETS,
+            ),
+            inference_duration: histogram(
+                "psr_reward_inference_duration_seconds",
+                "Time of one model batch execution",
+                &["model"],
+                &SECONDS_BUCKETS,
+            ),
+            failures: counter(
+                "psr_reward_batcher_failures_total",
+                "Items that got no result, by reason (overloaded, timeout, dropped, backend)",
+                &["model", "reason"],
+            ),
+            worker_restarts: counter(
+                "psr_reward_worker_restarts_total",
+                "Model workers rebuilt after a panic",
+                &["model"],
+            ),
+            model_ready: gauge(
+                "psr_reward_model_ready",
+                "1 when a model has at least one healthy worker",
+                &["model"],
+            ),
+            preprocess_duration: histogram(
+                "psr_reward_preprocess_duration_seconds",
+                "Parse, decode and preprocess time of one request on the CPU pool",
+                &["route"],
+                &SECONDS_BUCKETS,
+            ),
+            ready,
+            registry,
+        }
+    }
+
+    /// Creates (or returns) the children of one model, so they show at zero before first use.
+    pub fn lane(&self, model: &str) -> LaneMetrics {
+        let l = [model];
+        let fail = |reason: &str| self.failures.with_label_values(&[model, reason]);
+        LaneMetrics {
+            queue_depth: self.queue_depth.with_label_values(&l),
+            batch_size: self.batch_size.with_label_values(&l),
+            items: self.items.with_label_values(&l),
+            batches: self.batches.with_label_values(&l),
+            queue_duration: self.queue_duration.with_label_values(&l),
+            inference_duration: self.inference_duration.with_label_values(&l),
+            worker_restarts: self.worker_restarts.with_label_values(&l),
+            ready: self.model_ready.with_label_values(&l),
+            failures: FAILURE_REASONS.map(fail),
+        }
+    }
+
+    /// Creates the per-route children so that they are visible before the first request.
+    pub fn register_route(&self, route: &str) {
+        self.request_duration.with_label_values(&[route]);
+        self.preprocess_duration.with_label_values(&[route]);
+        self.requests.with_label_values(&[route, "200"]);
+    }
+
+    /// Records one finished HTTP request.
+    pub fn observe_request(&self, route: &str, status: u16, seconds: f64) {
+        let mut buf = itoa_buf();
+        let status = format_status(status, &mut buf);
+        self.requests.with_label_values(&[route, status]).inc();
+        self.request_duration
+            .with_label_values(&[route])
+            .observe(seconds);
+    }
+
+    /// Records the CPU-pool time of one request.
+    pub fn observe_preprocess(&self, route: &str, seconds: f64) {
+        self.preprocess_duration
+            .with_label_values(&[route])
+            .observe(seconds);
+    }
+
+    /// Sets the service-wide readiness gauge.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// Renders the Prometheus text exposition format.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn itoa_buf() -> [u8; 3] {
+    [b'0'; 3]
+}
+
+/// Formats a 3-digit HTTP status without allocating.
+fn format_status(status: u16, buf: &mut [u8; 3]) -> &str {
+    let s = status.min(999);
+    buf[0] = b'0' + (s / 100) as u8;
+    buf[1] = b'0' + (s / 10 % 10) as u8;
+    buf[2] = b'0' + (s % 10) as u8;
+    std::str::from_utf8(buf).unwrap_or("000")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_visible_before_use() {
+        let m = Metrics::new();
+        m.lane("embedder");
+        m.register_route("/v1/embed");
+        let text = m.render().unwrap();
+        for family in [
+            "psr_reward_requests_total",
+            "psr_reward_queue_depth",
+            "psr_reward_batch_size",
+            "psr_reward_inference_items_total",
+            "psr_reward_batch_executions_total",
+            "psr_reward_queue_duration_seconds",
+            "psr_reward_inference_duration_seconds",
+            "psr_reward_batcher_failures_total",
+            "psr_reward_worker_restarts_total",
+            "psr_reward_ready",
+        ] {
+            assert!(text.contains(family), "{family} missing");
+        }
+        assert!(text
+            .contains(r#"psr_reward_batcher_failures_total{model="embedder",reason="timeout"} 0"#));
+    }
+
+    #[test]
+    fn status_formatting() {
+        let mut b = itoa_buf();
+        assert_eq!(format_status(429, &mut b), "429");
+        assert_eq!(format_status(200, &mut b), "200");
+    }
+}

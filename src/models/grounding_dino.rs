@@ -1,0 +1,224 @@
+//! Grounding DINO, Hugging Face export signature: `pixel_values`, `input_ids`,
+//! `token_type_ids`, `attention_mask`, `pixel_mask` -> `logits` [B,900,256] and `pred_boxes`
+//! [B,900,4] (normalised cx,cy,w,h relative to the unpadded image).
+//!
+//! Items of different image sizes and caption lengths share a batch: images are zero-padded at
+//! the bottom/right with `pixel_mask` 0, captions padded with `attention_mask` 0, exactly as the
+//! Hugging Face processor pads a batch.
+
+use std::sync::Arc;
+
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use crate::batcher::{BackendError, BatchModel, Batchable};
+use crate::imaging::PooledTensor;
+
+use super::manifest::DetectorIo;
+
+/// One (image, caption) pair. The image tensor is shared by every caption asked of it.
+pub struct DetectorItem {
+    pub image: Arc<PooledTensor>,
+    pub input_ids: Arc<[i64]>,
+}
+
+impl Batchable for DetectorItem {}
+
+/// Raw per-query results for one item.
+#[derive(Debug, Clone)]
+pub struct DetectorOutput {
+    /// Normalised cx, cy, w, h per query.
+    pub boxes: Vec<[f32; 4]>,
+    /// sigmoid of the max logit over all token columns, per query (the PSR box score).
+    pub scores: Vec<f32>,
+    /// sigmoid(logits) for the item's own tokens: `[queries, text_len]`, row-major.
+    pub token_scores: Vec<f32>,
+    pub text_len: usize,
+}
+
+/// A kept query, in the original image's pixel coordinates.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Detection {
+    /// Query index: the PSR scripts keep the first kept query in query order.
+    pub query: usize,
+    pub score: f32,
+    /// x1, y1, x2, y2 in pixels of the original image (not clamped).
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+}
+
+impl DetectorOutput {
+    /// Queries whose score exceeds `threshold`, in query order, scaled to a `w`×`h` image
+    /// as the reference does (scale cx,cy,w,h by (W,H,W,H), then `cx - 0.5 * w` ...).
+    pub fn detections(&self, threshold: f32, w: u32, h: u32) -> Vec<Detection> {
+        let (wf, hf) = (w as f32, h as f32);
+        self.scores
+            .iter()
+            .enumerate()
+            .filter(|(_, &s)| s > threshold)
+            .map(|(query, &score)| {
+                let [cx, cy, bw, bh] = self.boxes[query];
+                let (cx, cy, bw, bh) = (cx * wf, cy * hf, bw * wf, bh * hf);
+                Detection {
+                    query,
+                    score,
+                    bbox: [cx - 0.5 * bw, cy - 0.5 * bh, cx + 0.5 * bw, cy + 0.5 * bh],
+                }
+            })
+            .collect()
+    }
+}
+
+/// One Grounding DINO session with reusable batch buffers.
+pub struct GroundingDino {
+    session: Session,
+    io: DetectorIo,
+    pixels: Vec<f32>,
+    pixel_mask: Vec<i64>,
+    ids: Vec<i64>,
+    attention: Vec<i64>,
+    token_types: Vec<i64>,
+}
+
+impl GroundingDino {
+    /// Wraps a session; tensor names come from the manifest.
+    pub fn new(session: Session, io: DetectorIo) -> Self {
+        Self {
+            session,
+            io,
+            pixels: Vec::new(),
+            pixel_mask: Vec::new(),
+            ids: Vec::new(),
+            attention: Vec::new(),
+            token_types: Vec::new(),
+        }
+    }
+
+    /// Pads every item into the batch buffers; returns (height, width, text length).
+    fn assemble(&mut self, batch: &[DetectorItem]) -> (usize, usize, usize) {
+        let hm = batch.iter().map(|i| i.image.shape()[1]).max().unwrap_or(1);
+        let wm = batch.iter().map(|i| i.image.shape()[2]).max().unwrap_or(1);
+        let lm = batch.iter().map(|i| i.input_ids.len()).max().unwrap_or(1);
+        let n = batch.len();
+        reset(&mut self.pixels, n * 3 * hm * wm, 0.0);
+        reset(&mut self.pixel_mask, n * hm * wm, 0);
+        reset(&mut self.ids, n * lm, 0);
+        reset(&mut self.attention, n * lm, 0);
+        reset(&mut self.token_types, n * lm, 0);
+        for (b, item) in batch.iter().enumerate() {
+            let [c, h, w] = item.image.shape();
+            let src = item.image.data();
+            for ch in 0..c.min(3) {
+                for y in 0..h {
+                    let from = ch * h * w + y * w;
+                    let to = ((b * 3 + ch) * hm + y) * wm;
+                    self.pixels[to..to + w].copy_from_slice(&src[from..from + w]);
+                }
+            }
+            for y in 0..h {
+                let to = (b * hm + y) * wm;
+                self.pixel_mask[to..to + w].fill(1);
+            }
+            let l = item.input_ids.len();
+            self.ids[b * lm..b * lm + l].copy_from_slice(&item.input_ids);
+            self.attention[b * lm..b * lm + l].fill(1);
+        }
+        (hm, wm, lm)
+    }
+}
+
+fn reset<T: Copy>(buf: &mut Vec<T>, len: usize, value: T) {
+    buf.clear();
+    buf.resize(len, value);
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+fn backend(e: impl std::fmt::Display) -> BackendError {
+    BackendError(e.to_string())
+}
+
+impl BatchModel for GroundingDino {
+    type Input = DetectorItem;
+    type Output = DetectorOutput;
+
+    fn run(&mut self, batch: &[DetectorItem]) -> Result<Vec<DetectorOutput>, BackendError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = batch.len();
+        let (hm, wm, lm) = self.assemble(batch);
+        let io = &self.io;
+        let inputs = ort::inputs![
+            io.pixel_values.as_str() => TensorRef::from_array_view(([n, 3, hm, wm], self.pixels.as_slice())).map_err(backend)?,
+            io.pixel_mask.as_str() => TensorRef::from_array_view(([n, hm, wm], self.pixel_mask.as_slice())).map_err(backend)?,
+            io.input_ids.as_str() => TensorRef::from_array_view(([n, lm], self.ids.as_slice())).map_err(backend)?,
+            io.token_type_ids.as_str() => TensorRef::from_array_view(([n, lm], self.token_types.as_slice())).map_err(backend)?,
+            io.attention_mask.as_str() => TensorRef::from_array_view(([n, lm], self.attention.as_slice())).map_err(backend)?,
+        ];
+        let outputs = self.session.run(inputs).map_err(backend)?;
+        let get = |name: &str| {
+            outputs
+                .get(name)
+                .ok_or_else(|| BackendError(format!("model has no output `{name}`")))?
+                .try_extract_tensor::<f32>()
+                .map_err(backend)
+        };
+        let (lshape, logits) = get(&io.logits)?;
+        let (bshape, boxes) = get(&io.boxes)?;
+        let (q, t) = match (&lshape[..], &bshape[..]) {
+            ([b, q, t], [b2, q2, 4]) if *b == n as i64 && *b2 == n as i64 && q == q2 => {
+                (*q as usize, *t as usize)
+            }
+            _ => {
+                return Err(BackendError(format!(
+                    "unexpected detector output shapes {lshape:?} and {bshape:?}"
+                )))
+            }
+        };
+        let mut results = Vec::with_capacity(n);
+        for (b, item) in batch.iter().enumerate() {
+            let text_len = item.input_ids.len().min(t);
+            let mut scores = Vec::with_capacity(q);
+            let mut token_scores = Vec::with_capacity(q * text_len);
+            let mut qboxes = Vec::with_capacity(q);
+            for qi in 0..q {
+                let row = &logits[(b * q + qi) * t..(b * q + qi + 1) * t];
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                scores.push(sigmoid(max));
+                token_scores.extend(row[..text_len].iter().map(|&x| sigmoid(x)));
+                let bx = &boxes[(b * q + qi) * 4..(b * q + qi + 1) * 4];
+                qboxes.push([bx[0], bx[1], bx[2], bx[3]]);
+            }
+            results.push(DetectorOutput {
+                boxes: qboxes,
+                scores,
+                token_scores,
+                text_len,
+            });
+        }
+        Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detections_scale_to_pixels_in_query_order() {
+        let out = DetectorOutput {
+            boxes: vec![[0.5, 0.5, 0.5, 0.5], [0.25, 0.25, 0.5, 0.5], [0.0; 4]],
+            scores: vec![0.2, 0.9, 0.5],
+            token_scores: vec![],
+            text_len: 0,
+        };
+        let d = out.detections(0.35, 200, 100);
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].query, 1);
+        assert_eq!(d[0].bbox, [0.0, 0.0, 100.0, 50.0]);
+        assert_eq!(d[1].query, 2);
+    }
+}

@@ -1,0 +1,330 @@
+//! The served models: manifests, adapters, and the lanes that batch their work.
+
+mod grounding_dino;
+mod image_model;
+pub mod manifest;
+mod tokenizer;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::batcher::{BackendError, BatchError, Batcher, LaneConfig, ModelFactory, SubmitOptions};
+use crate::imaging::{PooledTensor, Preprocess};
+use crate::metrics::Metrics;
+use crate::runtime::{build_session, describe, ProviderChoice, SessionOptions, Signature};
+
+pub use grounding_dino::{Detection, DetectorItem, DetectorOutput, GroundingDino};
+pub use image_model::ImageModel;
+use manifest::{BatchingSpec, Manifest, RuntimeSpec};
+pub use tokenizer::{category_caption, CaptionTokenizer, TokenizeError};
+
+/// Why the model set could not be brought up.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model `{model}`: {message}")]
+    Load { model: String, message: String },
+    #[error("warm-up of model `{model}` failed: {source}")]
+    WarmUp { model: String, source: BatchError },
+}
+
+/// What `/info` says about one model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub role: &'static str,
+    pub path: String,
+    /// The provider each instance really runs on.
+    pub instances: Vec<ProviderChoice>,
+    pub signature: Option<Signature>,
+    pub batching: BatchingSpec,
+    pub preprocess: String,
+}
+
+/// An image-in model (embedder or scorer) behind its batcher.
+pub struct ImageLane {
+    pub batcher: Batcher<PooledTensor, Vec<f32>>,
+    pub preprocess: Arc<Preprocess>,
+    info: Arc<Mutex<ModelInfo>>,
+}
+
+impl ImageLane {
+    /// Wraps a running batcher (custom factories, e.g. tests that inject faults).
+    pub fn new(
+        batcher: Batcher<PooledTensor, Vec<f32>>,
+        preprocess: Preprocess,
+        info: ModelInfo,
+    ) -> Self {
+        Self {
+            batcher,
+            preprocess: Arc::new(preprocess),
+            info: Arc::new(Mutex::new(info)),
+        }
+    }
+}
+
+/// The detector behind its batcher, with its tokenizer and threshold.
+pub struct DetectorLane {
+    pub batcher: Batcher<DetectorItem, DetectorOutput>,
+    pub preprocess: Arc<Preprocess>,
+    pub tokenizer: Arc<CaptionTokenizer>,
+    pub box_threshold: f32,
+    info: Arc<Mutex<ModelInfo>>,
+}
+
+/// Every lane of the service.
+pub struct Models {
+    pub detector: Option<DetectorLane>,
+    pub embedder: Option<ImageLane>,
+    pub aesthetic: Option<ImageLane>,
+}
+
+/// Starts one lane whose instances are sessions of `path`, each wrapped by `adapter`.
+/// The factory records each instance's real provider and the signature into `info`.
+#[allow(clippy::too_many_arguments)]
+fn start_lane<I, O, M>(
+    name: &str,
+    path: &std::path::Path,
+    runtime: &RuntimeSpec,
+    batching: &BatchingSpec,
+    priority_levels: u8,
+    env: &ort::environment::Environment,
+    metrics: &Metrics,
+    info: &Arc<Mutex<ModelInfo>>,
+    adapter: impl Fn(ort::session::Session) -> M + Send + Sync + 'static,
+) -> Result<Batcher<I, O>, ModelError>
+where
+    I: crate::batcher::Batchable + Send + 'static,
+    O: Send + 'static,
+    M: crate::batcher::BatchModel<Input = I, Output = O> + 'static,
+{
+    let factory: ModelFactory<I, O> = {
+        let (env, path, runtime, info) = (
+            env.clone(),
+            path.to_path_buf(),
+            runtime.clone(),
+            info.clone(),
+        );
+        Arc::new(move |i| {
+            let opts = SessionOptions {
+                path: path.clone(),
+                provider: runtime.provider,
+                device_id: runtime.device_ids[i % runtime.device_ids.len()],
+                fallback: runtime.on_provider_failure,
+                intra_threads: runtime.intra_threads,
+            };
+            let (session, choice) =
+                build_session(&env, &opts).map_err(|e| BackendError(e.to_string()))?;
+            record(info.as_ref(), i, choice, describe(&session));
+            Ok(Box::new(adapter(session)) as _)
+        })
+    };
+    let config = LaneConfig {
+        max_batch_size: batching.max_batch_size,
+        max_queue_delay: Duration::from_millis(batching.max_queue_delay_ms),
+        queue_capacity: batching.queue_capacity,
+        priority_levels,
+        instances: runtime.instances,
+    };
+    Batcher::start(name, config, factory, metrics.lane(name)).map_err(|e| ModelError::Load {
+        model: name.to_string(),
+        message: e.0,
+    })
+}
+
+/// Records each instance's provider and the signature into the shared info as it is built.
+fn record(info: &Mutex<ModelInfo>, instance: usize, choice: ProviderChoice, sig: Signature) {
+    let mut info = info.lock().unwrap_or_else(PoisonError::into_inner);
+    if info.instances.len() <= instance {
+        info.instances.resize(instance + 1, choice.clone());
+    }
+    info.instances[instance] = choice;
+    info.signature = Some(sig);
+}
+
+impl Models {
+    /// Loads every model of the manifest and starts its lane.
+    pub fn load(
+        manifest: &Manifest,
+        env: &ort::environment::Environment,
+        metrics: &Metrics,
+        priority_levels: u8,
+    ) -> Result<Self, ModelError> {
+        let detector = manifest
+            .detector
+            .as_ref()
+            .map(|spec| {
+                let tokenizer =
+                    CaptionTokenizer::load(&manifest.resolve(&spec.tokenizer), spec.max_text_len)
+                        .map_err(|e| ModelError::Load {
+                        model: spec.name.clone(),
+                        message: e.to_string(),
+                    })?;
+                let path = manifest.resolve(&spec.path);
+                let preprocess = spec.preprocess.build();
+                let info = new_info(&spec.name, "detector", &path, &spec.batching, &preprocess);
+                let io = spec.io.clone();
+                let batcher = start_lane(
+                    &spec.name,
+                    &path,
+                    &spec.runtime,
+                    &spec.batching,
+                    priority_levels,
+                    env,
+                    metrics,
+                    &info,
+                    move |session| GroundingDino::new(session, io.clone()),
+                )?;
+                Ok::<_, ModelError>(DetectorLane {
+                    batcher,
+                    preprocess: Arc::new(preprocess),
+                    tokenizer: Arc::new(tokenizer),
+                    box_threshold: spec.box_threshold,
+                    info,
+                })
+            })
+            .transpose()?;
+        let image_lane = |spec: &manifest::ImageModelSpec, role: &'static str| {
+            let path = manifest.resolve(&spec.path);
+            let preprocess = spec.preprocess.build();
+            let info = new_info(&spec.name, role, &path, &spec.batching, &preprocess);
+            let (input, output) = (spec.input.clone(), spec.output.clone());
+            let batcher = start_lane(
+                &spec.name,
+                &path,
+                &spec.runtime,
+                &spec.batching,
+                priority_levels,
+                env,
+                metrics,
+                &info,
+                move |session| ImageModel::new(session, input.clone(), output.clone()),
+            )?;
+            Ok::<_, ModelError>(ImageLane {
+                batcher,
+                preprocess: Arc::new(preprocess),
+                info,
+            })
+        };
+        let embedder = manifest
+            .embedder
+            .as_ref()
+            .map(|s| image_lane(s, "embedder"))
+            .transpose()?;
+        let aesthetic = manifest
+            .aesthetic
+            .as_ref()
+            .map(|s| image_lane(s, "aesthetic"))
+            .transpose()?;
+        Ok(Self {
+            detector,
+            embedder,
+            aesthetic,
+        })
+    }
+
+    /// Runs one real forward pass through every lane (and so through its batcher), so the
+    /// first caller does not pay for lazy initialisation; `/ready` turns 200 only after it.
+    pub async fn warm_up(&self) -> Result<(), ModelError> {
+        let opts = SubmitOptions {
+            priority: 0,
+            deadline: Instant::now() + Duration::from_secs(600),
+        };
+        if let Some(d) = &self.detector {
+            let plan = d.preprocess.plan(64, 64);
+            let image = Arc::new(blank(plan.out_h, plan.out_w));
+            let input_ids = d
+                .tokenizer
+                .encode("warm up.")
+                .map_err(|e| ModelError::Load {
+                    model: d.batcher.name().to_string(),
+                    message: e.to_string(),
+                })?;
+            let item = DetectorItem {
+                image,
+                input_ids: input_ids.into(),
+            };
+            await_one(&d.batcher, item, opts).await?;
+        }
+        for lane in [&self.embedder, &self.aesthetic].into_iter().flatten() {
+            let plan = lane.preprocess.plan(256, 256);
+            await_one(&lane.batcher, blank(plan.out_h, plan.out_w), opts).await?;
+        }
+        Ok(())
+    }
+
+    /// `/info` entries of every model.
+    pub fn infos(&self) -> Vec<ModelInfo> {
+        let d = self.detector.as_ref().map(|d| &d.info);
+        let e = self.embedder.as_ref().map(|l| &l.info);
+        let a = self.aesthetic.as_ref().map(|l| &l.info);
+        [d, e, a]
+            .into_iter()
+            .flatten()
+            .map(|i| i.lock().unwrap_or_else(PoisonError::into_inner).clone())
+            .collect()
+    }
+
+    /// Stops every lane (queued items are failed, workers joined).
+    pub fn shutdown(&self) {
+        if let Some(d) = &self.detector {
+            d.batcher.shutdown();
+        }
+        for lane in [&self.embedder, &self.aesthetic].into_iter().flatten() {
+            lane.batcher.shutdown();
+        }
+    }
+}
+
+fn new_info(
+    name: &str,
+    role: &'static str,
+    path: &std::path::Path,
+    batching: &BatchingSpec,
+    preprocess: &Preprocess,
+) -> Arc<Mutex<ModelInfo>> {
+    Arc::new(Mutex::new(ModelInfo {
+        name: name.to_string(),
+        role,
+        path: path.display().to_string(),
+        instances: Vec::new(),
+        signature: None,
+        batching: batching.clone(),
+        preprocess: format!(
+            "{:?}, {:?}, {:?}",
+            preprocess.rule(),
+            preprocess.filter(),
+            preprocess.normalize()
+        ),
+    }))
+}
+
+fn blank(h: u32, w: u32) -> PooledTensor {
+    let (h, w) = (h as usize, w as usize);
+    PooledTensor::unpooled([3, h, w], vec![0.0; 3 * h * w])
+}
+
+async fn await_one<I: crate::batcher::Batchable + Send + 'static, O: Send + 'static>(
+    batcher: &Batcher<I, O>,
+    item: I,
+    opts: SubmitOptions,
+) -> Result<(), ModelError> {
+    let warm = |source| ModelError::WarmUp {
+        model: batcher.name().to_string(),
+        source,
+    };
+    let mut tickets = batcher.submit(vec![item], opts).map_err(warm)?;
+    let ticket = tickets.pop().ok_or_else(|| {
+        warm(BatchError::ShuttingDown {
+            model: batcher.name().to_string(),
+        })
+    })?;
+    match ticket.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(warm(e)),
+        Err(_) => Err(warm(BatchError::ShuttingDown {
+            model: batcher.name().to_string(),
+        })),
+    }
+}

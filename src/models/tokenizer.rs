@@ -1,0 +1,75 @@
+//! Captions to token ids for text-conditioned detectors, with the `tokenizers` crate loading a
+//! Hugging Face `tokenizer.json` unchanged.
+
+use std::path::Path;
+
+/// Why a caption could not be tokenised.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizeError {
+    #[error("cannot load tokenizer {path}: {message}")]
+    Load { path: String, message: String },
+    #[error("cannot tokenize caption: {0}")]
+    Encode(String),
+    #[error("caption is {tokens} tokens long; the detector takes at most {max}")]
+    TooLong { tokens: usize, max: usize },
+    #[error("caption is empty")]
+    Empty,
+}
+
+/// A loaded tokenizer with the detector's length limit.
+pub struct CaptionTokenizer {
+    inner: tokenizers::Tokenizer,
+    max_len: usize,
+}
+
+impl CaptionTokenizer {
+    /// Loads `tokenizer.json`.
+    pub fn load(path: &Path, max_len: usize) -> Result<Self, TokenizeError> {
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| TokenizeError::Load {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Self { inner, max_len })
+    }
+
+    /// Token ids of `caption` with special tokens ([CLS] ... [SEP]).
+    pub fn encode(&self, caption: &str) -> Result<Vec<i64>, TokenizeError> {
+        let enc = self
+            .inner
+            .encode(caption, true)
+            .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+        let ids = enc.get_ids();
+        if ids.len() > self.max_len {
+            return Err(TokenizeError::TooLong {
+                tokens: ids.len(),
+                max: self.max_len,
+            });
+        }
+        Ok(ids.iter().map(|&i| i64::from(i)).collect())
+    }
+}
+
+/// The caption the PSR scripts give Grounding DINO for one category: lowercased, stripped,
+/// with "." appended unless present (GroundingDINO `preprocess_caption`).
+pub fn category_caption(category: &str) -> Result<String, TokenizeError> {
+    let mut caption = category.trim().to_lowercase();
+    if caption.is_empty() {
+        return Err(TokenizeError::Empty);
+    }
+    if !caption.ends_with('.') {
+        caption.push('.');
+    }
+    Ok(caption)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captions_follow_groundingdino() {
+        assert_eq!(category_caption("  Cat ").unwrap(), "cat.");
+        assert_eq!(category_caption("red square.").unwrap(), "red square.");
+        assert!(matches!(category_caption("  "), Err(TokenizeError::Empty)));
+    }
+}

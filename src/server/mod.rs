@@ -1,0 +1,197 @@
+//! The HTTP edge: router, middleware (request ids, tracing, metrics, JSON panics), OpenAPI,
+//! and the serve loop with graceful shutdown.
+
+pub mod error;
+mod extract;
+mod prepare;
+pub mod routes;
+mod state;
+
+use std::future::{Future, IntoFuture};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_redoc::{Redoc, Servable};
+
+pub use error::ApiError;
+pub use state::AppState;
+
+/// The OpenAPI document, generated from the handler and type annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "psr-reward",
+        description = "Batched reward service for multi-subject personalised image generation"
+    ),
+    paths(
+        routes::health::health,
+        routes::health::ready,
+        routes::info::info,
+        routes::metrics::metrics,
+        routes::embed::embed,
+        routes::detect::detect,
+    ),
+    components(schemas(error::ErrorBody))
+)]
+pub struct ApiDoc;
+
+/// Routes whose metrics exist before the first request.
+const ROUTES: [&str; 6] = [
+    "/v1/embed",
+    "/v1/detect",
+    "/health",
+    "/ready",
+    "/info",
+    "/metrics",
+];
+
+/// Builds the router with every route and layer.
+pub fn router(state: AppState) -> Router {
+    for route in ROUTES {
+        state.metrics().register_route(route);
+    }
+    let body_limit = state.config().limits.max_body_bytes;
+    let x_request_id = axum::http::HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/health", get(routes::health::health))
+        .route("/ready", get(routes::health::ready))
+        .route("/info", get(routes::info::info))
+        .route("/metrics", get(routes::metrics::metrics))
+        .route("/openapi.json", get(openapi_json))
+        .route("/v1/embed", post(routes::embed::embed))
+        .route("/v1/detect", post(routes::detect::detect))
+        .merge(Redoc::with_url("/docs", ApiDoc::openapi()))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(x_request_id, SequentialRequestId::default()))
+        .with_state(state)
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    axum::Json(ApiDoc::openapi())
+}
+
+/// Request ids: the caller's `x-request-id` is kept; otherwise a process-unique counter.
+#[derive(Clone, Default)]
+struct SequentialRequestId(Arc<AtomicU64>);
+
+impl MakeRequestId for SequentialRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let n = self.0.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("psr-{n:016x}"))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| {
+            ROUTES
+                .iter()
+                .find(|r| **r == p.as_str())
+                .copied()
+                .unwrap_or("other")
+        });
+    let resp = next.run(req).await;
+    state.metrics().observe_request(
+        route,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+    .into_response()
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves; then flips `/ready` to 503, stops
+/// accepting, and gives in-flight requests up to `grace` to finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let app = router(state.clone());
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let drain_state = state.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutdown requested: draining in-flight requests");
+        drain_state.start_draining();
+        let _ = signalled_tx.send(());
+    });
+    let server = std::pin::pin!(server.into_future());
+    let grace_timer = async {
+        if signalled_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result,
+        () = grace_timer => {
+            tracing::warn!(grace_secs = grace.as_secs(), "grace period over; exiting with requests still in flight");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,180 @@
+//! `POST /v1/detect`: the detector stage on its own. Each (image, phrase) pair is one detector
+//! item, captioned the way the PSR scripts caption a category ("cat" -> "cat.").
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::timing::{collect, Timing};
+use crate::models::{category_caption, Detection, DetectorItem};
+use crate::server::error::{ApiError, ErrorBody};
+use crate::server::extract::{parse, JsonBytes};
+use crate::server::prepare;
+use crate::server::state::AppState;
+
+/// Images and the phrases to find in each of them.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DetectRequest<'a> {
+    /// Base64 images (PNG, JPEG or WebP; a `data:` URL prefix is accepted).
+    #[serde(borrow)]
+    #[schema(value_type = Vec<String>)]
+    pub images: Vec<Cow<'a, str>>,
+    /// Phrases (categories) to detect, each in its own detector pass.
+    pub phrases: Vec<String>,
+    /// Score threshold (default: the manifest's `box_threshold`, 0.35 as in PSR).
+    pub box_threshold: Option<f32>,
+    /// Deadline in milliseconds from arrival.
+    pub timeout_ms: Option<u64>,
+    /// Priority level, 0 = served first.
+    pub priority: Option<u8>,
+}
+
+/// Detections of one phrase in one image, in query order (the PSR box is the first).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PhraseDetections {
+    pub phrase: String,
+    pub caption: String,
+    pub detections: Vec<Detection>,
+}
+
+/// Results for one image.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImageDetections {
+    pub width: u32,
+    pub height: u32,
+    pub phrases: Vec<PhraseDetections>,
+}
+
+/// Detections for every image, in request order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DetectResponse {
+    pub model: String,
+    pub box_threshold: f32,
+    pub results: Vec<ImageDetections>,
+}
+
+struct Prepared {
+    items: Vec<DetectorItem>,
+    sizes: Vec<(u32, u32)>,
+    phrases: Vec<(String, String)>,
+    threshold: f32,
+    opts: crate::batcher::SubmitOptions,
+}
+
+/// Detects phrases in images with the served detector.
+#[utoipa::path(post, path = "/v1/detect", request_body = DetectRequest,
+    responses(
+        (status = 200, body = DetectResponse),
+        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 500, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 504, body = ErrorBody)))]
+pub async fn detect(
+    State(state): State<AppState>,
+    JsonBytes(body): JsonBytes,
+) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
+    let models = state.models()?.clone();
+    let lane = models
+        .detector
+        .as_ref()
+        .ok_or_else(|| ApiError::not_served("detector"))?;
+    let (preprocess, tokenizer, default_threshold) = (
+        lane.preprocess.clone(),
+        lane.tokenizer.clone(),
+        lane.box_threshold,
+    );
+    let lim = state.config().limits.clone();
+    let st = state.clone();
+    let prepared = state
+        .cpu()
+        .run(move || {
+            let req: DetectRequest = parse(&body)?;
+            if req.phrases.is_empty() || req.phrases.len() > lim.max_phrases {
+                return Err(ApiError::invalid(format!(
+                    "phrases must hold 1..={} phrases",
+                    lim.max_phrases
+                )));
+            }
+            let threshold = req.box_threshold.unwrap_or(default_threshold);
+            if !(0.0..1.0).contains(&threshold) {
+                return Err(ApiError::invalid("box_threshold must be in [0, 1)"));
+            }
+            let opts = st.submit_options(arrived, req.timeout_ms, req.priority)?;
+            let mut phrases = Vec::with_capacity(req.phrases.len());
+            let mut ids = Vec::with_capacity(req.phrases.len());
+            for (i, phrase) in req.phrases.into_iter().enumerate() {
+                let caption = category_caption(&phrase).map_err(|e| {
+                    ApiError::invalid(e.to_string()).at(format_args!("phrases[{i}]"))
+                })?;
+                let tokens = tokenizer.encode(&caption).map_err(|e| {
+                    ApiError::invalid(e.to_string()).at(format_args!("phrases[{i}]"))
+                })?;
+                ids.push(Arc::<[i64]>::from(tokens));
+                phrases.push((phrase, caption));
+            }
+            let images = prepare::decode_each(&st, &req.images, |img| {
+                let t = prepare::tensor(&img.rgb, &preprocess, st.tensors())?;
+                Ok((img.rgb.dimensions(), Arc::new(t)))
+            })?;
+            let mut items = Vec::with_capacity(images.len() * ids.len());
+            let mut sizes = Vec::with_capacity(images.len());
+            for (size, tensor) in images {
+                sizes.push(size);
+                items.extend(ids.iter().map(|input_ids| DetectorItem {
+                    image: tensor.clone(),
+                    input_ids: input_ids.clone(),
+                }));
+            }
+            Ok::<_, ApiError>(Prepared {
+                items,
+                sizes,
+                phrases,
+                threshold,
+                opts,
+            })
+        })
+        .await??;
+    let mut timing = Timing {
+        preprocess: arrived.elapsed(),
+        ..Timing::default()
+    };
+    state
+        .metrics()
+        .observe_preprocess("/v1/detect", timing.preprocess.as_secs_f64());
+    let tickets = lane.batcher.submit(prepared.items, prepared.opts)?;
+    let outputs = collect(tickets, prepared.opts.deadline, &mut timing).await?;
+    let per_image = prepared.phrases.len();
+    let results = prepared
+        .sizes
+        .iter()
+        .zip(outputs.chunks(per_image))
+        .map(|(&(w, h), outs)| ImageDetections {
+            width: w,
+            height: h,
+            phrases: prepared
+                .phrases
+                .iter()
+                .zip(outs)
+                .map(|((phrase, caption), out)| PhraseDetections {
+                    phrase: phrase.clone(),
+                    caption: caption.clone(),
+                    detections: out.detections(prepared.threshold, w, h),
+                })
+                .collect(),
+        })
+        .collect();
+    let body = DetectResponse {
+        model: lane.batcher.name().to_string(),
+        box_threshold: prepared.threshold,
+        results,
+    };
+    Ok((timing.headers(arrived), Json(body)).into_response())
+}

@@ -1,0 +1,85 @@
+//! `POST /v1/embed`: the embedder stage on its own (debugging, reuse, benchmarks).
+
+use std::borrow::Cow;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::timing::{collect, Timing};
+use crate::server::error::{ApiError, ErrorBody};
+use crate::server::extract::{parse, JsonBytes};
+use crate::server::prepare;
+use crate::server::state::AppState;
+
+/// Images to embed.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedRequest<'a> {
+    /// Base64 images (PNG, JPEG or WebP; a `data:` URL prefix is accepted).
+    #[serde(borrow)]
+    #[schema(value_type = Vec<String>)]
+    pub images: Vec<Cow<'a, str>>,
+    /// Deadline in milliseconds from arrival (server default and maximum in config).
+    pub timeout_ms: Option<u64>,
+    /// Priority level, 0 = served first.
+    pub priority: Option<u8>,
+}
+
+/// One embedding per image, in request order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbedResponse {
+    pub model: String,
+    pub dimensions: usize,
+    pub embeddings: Vec<Vec<f32>>,
+}
+
+/// Embeds images with the served embedder.
+#[utoipa::path(post, path = "/v1/embed", request_body = EmbedRequest,
+    responses(
+        (status = 200, body = EmbedResponse),
+        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 500, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 504, body = ErrorBody)))]
+pub async fn embed(
+    State(state): State<AppState>,
+    JsonBytes(body): JsonBytes,
+) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
+    let models = state.models()?.clone();
+    let lane_ref = models
+        .embedder
+        .as_ref()
+        .ok_or_else(|| ApiError::not_served("embedder"))?;
+    let (preprocess, st) = (lane_ref.preprocess.clone(), state.clone());
+    let (tensors, opts) = state
+        .cpu()
+        .run(move || {
+            let req: EmbedRequest = parse(&body)?;
+            let opts = st.submit_options(arrived, req.timeout_ms, req.priority)?;
+            let tensors = prepare::decode_each(&st, &req.images, |img| {
+                prepare::tensor(&img.rgb, &preprocess, st.tensors())
+            })?;
+            Ok::<_, ApiError>((tensors, opts))
+        })
+        .await??;
+    let mut timing = Timing {
+        preprocess: arrived.elapsed(),
+        ..Timing::default()
+    };
+    state
+        .metrics()
+        .observe_preprocess("/v1/embed", timing.preprocess.as_secs_f64());
+    let tickets = lane_ref.batcher.submit(tensors, opts)?;
+    let embeddings = collect(tickets, opts.deadline, &mut timing).await?;
+    let body = EmbedResponse {
+        model: lane_ref.batcher.name().to_string(),
+        dimensions: embeddings.first().map_or(0, Vec::len),
+        embeddings,
+    };
+    Ok((timing.headers(arrived), Json(body)).into_response())
+}

@@ -1,0 +1,38 @@
+//! `GET /info`: version, models (signatures, batching, the provider each instance really runs
+//! on) and limits.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::config::LimitsConfig;
+use crate::models::ModelInfo;
+use crate::server::state::AppState;
+
+/// What the service is and runs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Info {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub ready: bool,
+    /// Threads of the preprocessing pool.
+    pub cpu_threads: usize,
+    #[schema(value_type = Vec<Object>)]
+    pub models: Vec<ModelInfo>,
+    #[schema(value_type = Object)]
+    pub limits: LimitsConfig,
+}
+
+/// Describes the service.
+#[utoipa::path(get, path = "/info", responses((status = 200, body = Info)))]
+pub async fn info(State(state): State<AppState>) -> Json<Info> {
+    Json(Info {
+        name: env!("CARGO_PKG_NAME"),
+        version: env!("CARGO_PKG_VERSION"),
+        ready: state.is_ready(),
+        cpu_threads: state.cpu().threads(),
+        models: state.loaded_models().map(|m| m.infos()).unwrap_or_default(),
+        limits: state.config().limits.clone(),
+    })
+}

@@ -1,0 +1,150 @@
+//! Shared state of the HTTP handlers.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::batcher::SubmitOptions;
+use crate::config::Config;
+use crate::cpu_pool::CpuPool;
+use crate::imaging::{DecodeLimits, TensorPool};
+use crate::metrics::Metrics;
+use crate::models::Models;
+
+use super::error::ApiError;
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    metrics: Arc<Metrics>,
+    cpu: CpuPool,
+    tensors: TensorPool,
+    models: OnceLock<Arc<Models>>,
+    warmed: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl AppState {
+    /// State with no models yet: the listener can answer `/health` and `/ready` (503)
+    /// while models load.
+    pub fn new(config: Config, metrics: Arc<Metrics>, cpu: CpuPool) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                metrics,
+                cpu,
+                tensors: TensorPool::new(),
+                models: OnceLock::new(),
+                warmed: AtomicBool::new(false),
+                draining: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Installs the loaded models (once).
+    pub fn set_models(&self, models: Arc<Models>) {
+        let _ = self.inner.models.set(models);
+    }
+
+    /// Marks warm-up done: `/ready` turns 200 unless draining.
+    pub fn set_warmed(&self) {
+        self.inner.warmed.store(true, Ordering::SeqCst);
+        self.inner.metrics.set_ready(self.is_ready());
+    }
+
+    /// Starts draining: `/ready` turns 503 so load balancers stop sending work.
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+        self.inner.metrics.set_ready(false);
+    }
+
+    /// Loaded, warmed up and not draining.
+    pub fn is_ready(&self) -> bool {
+        self.inner.warmed.load(Ordering::SeqCst) && !self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The metric families.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The CPU pool for parsing and preprocessing.
+    pub fn cpu(&self) -> &CpuPool {
+        &self.inner.cpu
+    }
+
+    /// The tensor buffer pool.
+    pub fn tensors(&self) -> &TensorPool {
+        &self.inner.tensors
+    }
+
+    /// The models, or 503 while they are still loading or warming up.
+    pub fn models(&self) -> Result<&Arc<Models>, ApiError> {
+        if self.is_draining() {
+            return Err(ApiError::not_ready("the service is shutting down"));
+        }
+        match self.inner.models.get() {
+            Some(m) if self.inner.warmed.load(Ordering::SeqCst) => Ok(m),
+            _ => Err(ApiError::not_ready("models are still loading")),
+        }
+    }
+
+    /// The models if loaded, warmed or not (for `/info`).
+    pub fn loaded_models(&self) -> Option<&Arc<Models>> {
+        self.inner.models.get()
+    }
+
+    /// Image decoding limits.
+    pub fn decode_limits(&self) -> DecodeLimits {
+        let l = &self.inner.config.limits;
+        DecodeLimits {
+            max_bytes: l.max_image_bytes,
+            max_side: l.max_image_side,
+            max_pixels: l.max_image_pixels,
+        }
+    }
+
+    /// Validates a request's `timeout_ms` and `priority` and turns them into queue options,
+    /// with the deadline counted from `arrived`.
+    pub fn submit_options(
+        &self,
+        arrived: Instant,
+        timeout_ms: Option<u64>,
+        priority: Option<u8>,
+    ) -> Result<SubmitOptions, ApiError> {
+        let l = &self.inner.config.limits;
+        let timeout = timeout_ms.unwrap_or(l.default_timeout_ms);
+        if timeout == 0 || timeout > l.max_timeout_ms {
+            return Err(ApiError::invalid(format!(
+                "timeout_ms must be 1..={}",
+                l.max_timeout_ms
+            )));
+        }
+        let priority = priority.unwrap_or(l.default_priority);
+        if priority >= l.priority_levels {
+            return Err(ApiError::invalid(format!(
+                "priority must be 0..={} (0 is served first)",
+                l.priority_levels - 1
+            )));
+        }
+        Ok(SubmitOptions {
+            priority,
+            deadline: arrived + Duration::from_millis(timeout),
+        })
+    }
+}

@@ -1,0 +1,183 @@
+//! The real binary: start-up errors, readiness after warm-up, and graceful shutdown on SIGTERM.
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_psr-reward"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn ort_library() -> String {
+    std::env::var("PSR_ORT_LIBRARY").unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(".deps/libonnxruntime.so")
+            .display()
+            .to_string()
+    })
+}
+
+#[test]
+fn missing_onnxruntime_library_is_a_clear_startup_error() {
+    let out = binary()
+        .args(["models", "check"])
+        .env("PSR_ORT_LIBRARY", "/nonexistent/libonnxruntime.so")
+        .env(
+            "PSR_MODELS",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default.toml"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/nonexistent/libonnxruntime.so"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("make setup"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn invalid_config_names_the_field() {
+    let dir = std::env::temp_dir().join(format!("psr-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[limits]\npriority_levels = 0\n").unwrap();
+    let out = binary()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("limits.priority_levels"), "{stderr}");
+}
+
+struct Service {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// Starts `psr-reward serve` on a manifest whose embedder waits `delay_ms` for batches.
+fn start_service(delay_ms: u64) -> Service {
+    let mut manifest = default_manifest();
+    manifest
+        .embedder
+        .as_mut()
+        .unwrap()
+        .batching
+        .max_queue_delay_ms = delay_ms;
+    let dir = std::env::temp_dir().join(format!("psr-proc-{}-{delay_ms}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("manifest.toml");
+    std::fs::write(&path, toml::to_string(&manifest).unwrap()).unwrap();
+    let port = free_port();
+    let child = binary()
+        .arg("serve")
+        .env("PORT", port.to_string())
+        .env("PSR_HOST", "127.0.0.1")
+        .env("PSR_MODELS", &path)
+        .env("PSR_ORT_LIBRARY", ort_library())
+        .env("PSR_JSON_LOGS", "true")
+        .env("PSR_SHUTDOWN_GRACE_SECS", "20")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Service {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_after_warm_up_and_drains_on_sigterm() {
+    let mut svc = start_service(1500);
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "never became ready");
+        if let Ok(r) = client.get(format!("{}/ready", svc.base)).send().await {
+            if r.status() == 200 {
+                break;
+            }
+            assert_eq!(r.status(), 503, "ready must be 503 before warm-up");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let info: serde_json::Value = client
+        .get(format!("{}/info", svc.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["models"].as_array().unwrap().len(), 3);
+
+    // An in-flight request (waiting 1.5 s for its batch) must complete after SIGTERM.
+    let url = format!("{}/v1/embed", svc.base);
+    let in_flight = tokio::spawn(async move {
+        let r = reqwest::Client::new()
+            .post(url)
+            .json(&json!({"images": [solid_b64(32, 32, [255, 0, 0])]}))
+            .send()
+            .await
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<serde_json::Value>().await.unwrap(),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = svc.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["dimensions"], 384);
+
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = svc.child.wait().unwrap();
+        let mut logs = String::new();
+        svc.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut logs)
+            .unwrap();
+        (status, logs)
+    })
+    .await
+    .unwrap();
+    assert_eq!(exit.0.code(), Some(0), "{}", exit.1);
+    assert!(exit.1.contains("draining"), "{}", exit.1);
+    assert!(exit.1.contains("shut down cleanly"), "{}", exit.1);
+    // JSON log lines.
+    let first: serde_json::Value = serde_json::from_str(exit.1.lines().next().unwrap()).unwrap();
+    assert!(first["level"].is_string());
+}
