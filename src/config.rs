@@ -40,6 +40,27 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub limits: LimitsConfig,
     pub models: ModelsConfig,
+    pub rewards: RewardsConfig,
+}
+
+/// Reward computation settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewardsConfig {
+    /// Most subjects per item (PSRBench has 2 to 4).
+    pub max_subjects: usize,
+    /// Byte budget of the reference cache (detections and crop embeddings of references);
+    /// 0 disables it.
+    pub reference_cache_bytes: usize,
+}
+
+impl Default for RewardsConfig {
+    fn default() -> Self {
+        Self {
+            max_subjects: 4,
+            reference_cache_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 /// HTTP server settings.
@@ -192,6 +213,9 @@ impl Config {
                 "limits.default_priority",
                 "must be below limits.priority_levels",
             ));
+        }
+        if self.rewards.max_subjects == 0 || self.rewards.max_subjects > 16 {
+            return Err(invalid("rewards.max_subjects", "must be 1..=16"));
         }
         if self.server.shutdown_grace_secs > 3600 {
             return Err(invalid(

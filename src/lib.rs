@@ -17,5 +17,6 @@ pub mod cpu_pool;
 pub mod imaging;
 pub mod metrics;
 pub mod models;
+pub mod reward;
 pub mod runtime;
 pub mod server;

@@ -36,6 +36,7 @@ pub struct Metrics {
     model_ready: IntGaugeVec,
     preprocess_duration: HistogramVec,
     ready: IntGauge,
+    cache: crate::reward::CacheMetrics,
 }
 
 /// The per-model children, resolved once so the hot path never looks labels up.
@@ -101,7 +102,35 @@ impl Metrics {
             "1 once every model is loaded and warmed up and the service is not draining",
         ));
         must(registry.register(Box::new(ready.clone())));
+        let plain_counter = |name: &str, help: &str| {
+            let c = must(IntCounter::new(name, help));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let cache = crate::reward::CacheMetrics {
+            hits: plain_counter(
+                "psr_reward_reference_cache_hits_total",
+                "Reference lookups served from the cache",
+            ),
+            misses: plain_counter(
+                "psr_reward_reference_cache_misses_total",
+                "Reference lookups that had to detect and embed",
+            ),
+            evictions: plain_counter(
+                "psr_reward_reference_cache_evictions_total",
+                "References evicted to stay within the byte budget",
+            ),
+            bytes: {
+                let g = must(IntGauge::new(
+                    "psr_reward_reference_cache_bytes",
+                    "Approximate bytes held by the reference cache",
+                ));
+                must(registry.register(Box::new(g.clone())));
+                g
+            },
+        };
         Self {
+            cache,
             requests: counter(
                 "psr_reward_requests_total",
                 "HTTP requests by route and status code",
@@ -213,6 +242,11 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// The reference cache's counters.
+    pub fn reference_cache(&self) -> crate::reward::CacheMetrics {
+        self.cache.clone()
+    }
+
     /// Sets the service-wide readiness gauge.
     pub fn set_ready(&self, ready: bool) {
         self.ready.set(i64::from(ready));
@@ -266,6 +300,8 @@ mod tests {
             "psr_reward_batcher_failures_total",
             "psr_reward_worker_restarts_total",
             "psr_reward_ready",
+            "psr_reward_reference_cache_hits_total",
+            "psr_reward_reference_cache_bytes",
         ] {
             assert!(text.contains(family), "{family} missing");
         }

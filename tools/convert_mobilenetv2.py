@@ -229,7 +229,7 @@ def _materialise(ref: _TensorRef, buffers: Mapping[str, bytes]) -> npt.NDArray[A
         strides=tuple(s * storage.itemsize for s in ref.stride),
         writeable=False,
     )
-    return np.ascontiguousarray(view).astype(view.dtype.newbyteorder("="))
+    return np.array(view, dtype=view.dtype.newbyteorder("="), order="C", copy=True)
 
 
 def _to_state_dict(obj: Any, buffers: Mapping[str, bytes]) -> StateDict:
@@ -267,7 +267,9 @@ def _load_legacy(data: bytes) -> StateDict:
             raise CheckpointError("truncated checkpoint")
         (numel,) = struct.unpack("<q", header)
         if numel != ref.numel:
-            raise CheckpointError(f"storage {key}: {numel} elements, expected {ref.numel}")
+            raise CheckpointError(
+                f"storage {key}: {numel} elements, expected {ref.numel}"
+            )
         nbytes = numel * np.dtype(ref.dtype).itemsize
         buffers[key] = stream.read(nbytes)
         if len(buffers[key]) != nbytes:
@@ -366,7 +368,9 @@ def architecture() -> list[Block]:
             layers: list[ConvBN] = []
             if t != 1:
                 layers.append(
-                    ConvBN(f"{name}.conv.0", f"{name}.conv.1", cin, hidden, 1, 1, 1, True)
+                    ConvBN(
+                        f"{name}.conv.0", f"{name}.conv.1", cin, hidden, 1, 1, 1, True
+                    )
                 )
             k = len(layers) * 3
             layers.append(
@@ -383,13 +387,26 @@ def architecture() -> list[Block]:
             )
             k += 3
             layers.append(
-                ConvBN(f"{name}.conv.{k}", f"{name}.conv.{k + 1}", hidden, c, 1, 1, 1, False)
+                ConvBN(
+                    f"{name}.conv.{k}",
+                    f"{name}.conv.{k + 1}",
+                    hidden,
+                    c,
+                    1,
+                    1,
+                    1,
+                    False,
+                )
             )
             blocks.append(Block(name, tuple(layers), stride == 1 and cin == c))
             cin = c
     name = f"features.{len(blocks)}"
     blocks.append(
-        Block(name, (ConvBN(f"{name}.0", f"{name}.1", cin, EMBED_DIM, 1, 1, 1, True),), False)
+        Block(
+            name,
+            (ConvBN(f"{name}.0", f"{name}.1", cin, EMBED_DIM, 1, 1, 1, True),),
+            False,
+        )
     )
     return blocks
 
@@ -414,9 +431,7 @@ def check_state_dict(state: StateDict) -> None:
     """Raise :class:`CheckpointError` unless ``state`` is exactly this network."""
     shapes = expected_shapes()
     extra = sorted(
-        k
-        for k in state
-        if k not in shapes and not k.endswith(".num_batches_tracked")
+        k for k in state if k not in shapes and not k.endswith(".num_batches_tracked")
     )
     missing = sorted(k for k in shapes if k not in state)
     if extra or missing:
@@ -492,12 +507,17 @@ def build_model(state: StateDict, source_sha256: str = "") -> onnx.ModelProto:
         if block.residual:
             nodes.append(
                 helper.make_node(
-                    "Add", [block_input, x], [f"{block.name}.add"], name=f"{block.name}.add"
+                    "Add",
+                    [block_input, x],
+                    [f"{block.name}.add"],
+                    name=f"{block.name}.add",
                 )
             )
             x = f"{block.name}.add"
     nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"], name="pool"))
-    nodes.append(helper.make_node("Flatten", ["pooled"], [OUTPUT_NAME], name="flatten", axis=1))
+    nodes.append(
+        helper.make_node("Flatten", ["pooled"], [OUTPUT_NAME], name="flatten", axis=1)
+    )
 
     graph = helper.make_graph(
         nodes,
@@ -507,7 +527,11 @@ def build_model(state: StateDict, source_sha256: str = "") -> onnx.ModelProto:
                 INPUT_NAME, TensorProto.FLOAT, ["batch", 3, INPUT_SIZE, INPUT_SIZE]
             )
         ],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", EMBED_DIM])],
+        [
+            helper.make_tensor_value_info(
+                OUTPUT_NAME, TensorProto.FLOAT, ["batch", EMBED_DIM]
+            )
+        ],
         initializer=initializers,
     )
     model = helper.make_model(

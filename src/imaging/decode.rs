@@ -43,10 +43,43 @@ pub struct DecodeLimits {
 
 /// A decoded image converted to 8-bit RGB, with what it was before the conversion.
 pub struct DecodedImage {
+    /// The pixels with any alpha channel dropped (what Pillow's `convert("RGB")` gives).
     pub rgb: image::RgbImage,
-    /// The colour type the file declared (e.g. `Rgba8`, `L16`): some reward modes treat
-    /// non-RGB inputs differently.
+    /// The colour type the decoder produced (e.g. `Rgba8`, `L16`).
     pub source_color: image::ColorType,
+    /// The file stores palette indices (a PNG of colour type 3): Pillow opens it as mode "P".
+    pub palette: bool,
+    /// The alpha channel, when the image has one (kept for compositing).
+    pub alpha: Option<image::GrayImage>,
+    /// BLAKE3 of the encoded bytes (128 bits, hex): identifies identical uploads.
+    pub content_hash: String,
+}
+
+impl DecodedImage {
+    /// Whether Pillow would open this file in mode "RGB" (the PSR scripts detect only then).
+    /// 16-bit RGB PNGs open as "RGB" too; palette, grey and alpha images do not.
+    pub fn is_pillow_rgb(&self) -> bool {
+        matches!(
+            self.source_color,
+            image::ColorType::Rgb8 | image::ColorType::Rgb16
+        ) && !self.palette
+    }
+
+    /// The image composited over white using its alpha channel (the RGB pixels when opaque).
+    pub fn composited_on_white(&self) -> image::RgbImage {
+        let Some(alpha) = &self.alpha else {
+            return self.rgb.clone();
+        };
+        let mut out = self.rgb.clone();
+        for (px, a) in out.pixels_mut().zip(alpha.pixels()) {
+            let a = u32::from(a.0[0]);
+            for c in px.0.iter_mut() {
+                // Rounded c*a/255 + 255*(255-a)/255.
+                *c = ((u32::from(*c) * a + 255 * (255 - a) + 127) / 255) as u8;
+            }
+        }
+        out
+    }
 }
 
 /// Decodes a base64 image (a bare string or a `data:` URL) into RGB.
@@ -114,11 +147,42 @@ pub fn decode_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage,
     decoder.set_limits(codec_limits).map_err(map_image_error)?;
     let source_color = decoder.color_type();
     let image = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
+    let alpha = source_color.has_alpha().then(|| alpha_channel(&image));
     let rgb = match image {
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.into_rgb8(),
     };
-    Ok(DecodedImage { rgb, source_color })
+    Ok(DecodedImage {
+        rgb,
+        source_color,
+        palette: is_palette_png(bytes),
+        alpha,
+        content_hash: content_hash(bytes),
+    })
+}
+
+/// 128-bit BLAKE3 of `bytes` in hex.
+pub fn content_hash(bytes: &[u8]) -> String {
+    let hash = blake3::hash(bytes);
+    hash.as_bytes()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn alpha_channel(image: &DynamicImage) -> image::GrayImage {
+    let rgba = image.to_rgba8();
+    image::GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        image::Luma([rgba.get_pixel(x, y).0[3]])
+    })
+}
+
+/// PNG signature, IHDR chunk, colour type 3 (palette) at byte 25.
+fn is_palette_png(bytes: &[u8]) -> bool {
+    bytes.len() > 25
+        && bytes.starts_with(b"\x89PNG\r\n\x1a\n")
+        && &bytes[12..16] == b"IHDR"
+        && bytes[25] == 3
 }
 
 fn strip_data_url(s: &str) -> &str {
@@ -209,5 +273,18 @@ mod tests {
         let img = decode_image(&b64(&out), &LIMITS, &mut scratch).unwrap();
         assert_eq!(img.source_color, image::ColorType::La8);
         assert_eq!(img.rgb.get_pixel(0, 0).0, [100, 100, 100]);
+        assert!(!img.is_pillow_rgb());
+        // 100 over white at alpha 7: (100*7 + 255*248) / 255 = 250.75 -> 251.
+        assert_eq!(img.composited_on_white().get_pixel(1, 1).0, [251, 251, 251]);
+    }
+
+    #[test]
+    fn identifies_rgb_and_hashes_content() {
+        let data = png(2, 2, [1, 2, 3]);
+        let mut scratch = Vec::new();
+        let img = decode_image(&b64(&data), &LIMITS, &mut scratch).unwrap();
+        assert!(img.is_pillow_rgb());
+        assert_eq!(img.content_hash.len(), 32);
+        assert_eq!(img.content_hash, content_hash(&data));
     }
 }

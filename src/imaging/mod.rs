@@ -5,7 +5,9 @@ mod decode;
 mod preprocess;
 pub mod resize;
 mod tensor;
+mod thread_scratch;
 
-pub use decode::{decode_image, DecodeLimits, DecodedImage, ImageError};
+pub use decode::{content_hash, decode_image, DecodeLimits, DecodedImage, ImageError};
 pub use preprocess::{Normalize, Preprocess, ResizeRule, CLIP, IMAGENET};
 pub use tensor::{PooledTensor, TensorPool};
+pub use thread_scratch::{decode_base64, to_tensor};

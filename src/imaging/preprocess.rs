@@ -37,6 +37,8 @@ pub enum ResizeRule {
     ShortSideCenterCrop { resize: u32, crop: u32 },
     /// Short side to `short` unless the long side would exceed `max_long` (detectors).
     ShortSideMaxLong { short: u32, max_long: u32 },
+    /// Straight to `width`×`height`, aspect ratio not kept (deep_sort's MobileNetV2 embedder).
+    Squash { width: u32, height: u32 },
 }
 
 /// A complete preprocessing recipe with its normalisation table.
@@ -106,6 +108,14 @@ impl Preprocess {
                     out_h: crop,
                 }
             }
+            ResizeRule::Squash { width, height } => Plan {
+                resized_w: width,
+                resized_h: height,
+                crop_x: 0,
+                crop_y: 0,
+                out_w: width,
+                out_h: height,
+            },
             ResizeRule::ShortSideMaxLong { short, max_long } => {
                 let (rw, rh) = short_side_max_long(w, h, short, max_long);
                 Plan {

@@ -51,21 +51,45 @@ impl DetectorOutput {
     /// Queries whose score exceeds `threshold`, in query order, scaled to a `w`×`h` image
     /// as the reference does (scale cx,cy,w,h by (W,H,W,H), then `cx - 0.5 * w` ...).
     pub fn detections(&self, threshold: f32, w: u32, h: u32) -> Vec<Detection> {
-        let (wf, hf) = (w as f32, h as f32);
         self.scores
             .iter()
             .enumerate()
             .filter(|(_, &s)| s > threshold)
-            .map(|(query, &score)| {
-                let [cx, cy, bw, bh] = self.boxes[query];
-                let (cx, cy, bw, bh) = (cx * wf, cy * hf, bw * wf, bh * hf);
-                Detection {
-                    query,
-                    score,
-                    bbox: [cx - 0.5 * bw, cy - 0.5 * bh, cx + 0.5 * bw, cy + 0.5 * bh],
-                }
+            .map(|(query, &score)| self.detection(query, score, w, h))
+            .collect()
+    }
+
+    /// Like [`Self::detections`], but scoring each query only over the token columns `span`
+    /// (one category of a joint caption such as "cat . crab .").
+    pub fn span_detections(
+        &self,
+        span: std::ops::Range<usize>,
+        threshold: f32,
+        w: u32,
+        h: u32,
+    ) -> Vec<Detection> {
+        let span = span.start.min(self.text_len)..span.end.min(self.text_len);
+        (0..self.boxes.len())
+            .filter_map(|query| {
+                let row = &self.token_scores[query * self.text_len..(query + 1) * self.text_len];
+                let score = row[span.clone()]
+                    .iter()
+                    .copied()
+                    .fold(f32::NEG_INFINITY, f32::max);
+                (score > threshold).then(|| self.detection(query, score, w, h))
             })
             .collect()
+    }
+
+    fn detection(&self, query: usize, score: f32, w: u32, h: u32) -> Detection {
+        let (wf, hf) = (w as f32, h as f32);
+        let [cx, cy, bw, bh] = self.boxes[query];
+        let (cx, cy, bw, bh) = (cx * wf, cy * hf, bw * wf, bh * hf);
+        Detection {
+            query,
+            score,
+            bbox: [cx - 0.5 * bw, cy - 0.5 * bh, cx + 0.5 * bw, cy + 0.5 * bh],
+        }
     }
 }
 
@@ -220,5 +244,27 @@ mod tests {
         assert_eq!(d[0].query, 1);
         assert_eq!(d[0].bbox, [0.0, 0.0, 100.0, 50.0]);
         assert_eq!(d[1].query, 2);
+    }
+
+    #[test]
+    fn span_detections_score_only_their_columns() {
+        let out = DetectorOutput {
+            boxes: vec![[0.5; 4], [0.25; 4]],
+            scores: vec![0.9, 0.9],
+            // query 0 matches token 1, query 1 matches token 3
+            token_scores: vec![0.0, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0, 0.8],
+            text_len: 4,
+        };
+        let first: Vec<usize> = out
+            .span_detections(1..2, 0.35, 10, 10)
+            .iter()
+            .map(|d| d.query)
+            .collect();
+        let second: Vec<usize> = out
+            .span_detections(3..4, 0.35, 10, 10)
+            .iter()
+            .map(|d| d.query)
+            .collect();
+        assert_eq!((first, second), (vec![0], vec![1]));
     }
 }

@@ -122,6 +122,7 @@ pub struct PreprocessSpec {
 pub enum ResizeRuleSpec {
     CenterCrop { short_side: u32, crop: u32 },
     ShortSideMaxLong { short_side: u32, max_long_side: u32 },
+    Squash { width: u32, height: u32 },
 }
 
 /// Pillow resampling filter.
@@ -290,6 +291,7 @@ fn check_common(
             short_side,
             max_long_side,
         } => short_side > 0 && max_long_side >= short_side,
+        ResizeRuleSpec::Squash { width, height } => width > 0 && height > 0,
     };
     if !sizes_ok {
         return Err((
@@ -320,6 +322,7 @@ impl PreprocessSpec {
                 short: short_side,
                 max_long: max_long_side,
             },
+            ResizeRuleSpec::Squash { width, height } => ResizeRule::Squash { width, height },
         };
         let filter = match self.filter {
             FilterSpec::Bilinear => Filter::Bilinear,
@@ -341,7 +344,7 @@ mod tests {
     #[test]
     fn shipped_manifests_parse() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-        for name in ["default.toml", "psr-paper.toml"] {
+        for name in ["default.toml", "fixtures.toml", "psr-paper.toml"] {
             let m = Manifest::load(&root.join(name)).unwrap();
             assert!(m.detector.is_some() && m.embedder.is_some(), "{name}");
         }

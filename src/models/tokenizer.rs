@@ -49,6 +49,59 @@ impl CaptionTokenizer {
     }
 }
 
+impl CaptionTokenizer {
+    /// One caption naming several categories, as Grounding DINO is usually prompted
+    /// ("cat . crab ."), with the token columns of each category.
+    pub fn encode_joint(
+        &self,
+        categories: &[&str],
+    ) -> Result<(Vec<i64>, Vec<std::ops::Range<usize>>), TokenizeError> {
+        let mut caption = String::new();
+        let mut ranges = Vec::with_capacity(categories.len());
+        for c in categories {
+            let c = category_caption(c)?;
+            let name = c.trim_end_matches('.').trim_end();
+            if !caption.is_empty() {
+                caption.push(' ');
+            }
+            let start = caption.len();
+            caption.push_str(name);
+            ranges.push(start..caption.len());
+            caption.push_str(" .");
+        }
+        let enc = self
+            .inner
+            .encode(caption.as_str(), true)
+            .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+        if enc.get_ids().len() > self.max_len {
+            return Err(TokenizeError::TooLong {
+                tokens: enc.get_ids().len(),
+                max: self.max_len,
+            });
+        }
+        let offsets = enc.get_offsets();
+        let special = enc.get_special_tokens_mask();
+        let spans = ranges
+            .iter()
+            .map(|r| {
+                let inside: Vec<usize> = (0..offsets.len())
+                    .filter(|&t| {
+                        special[t] == 0
+                            && offsets[t].0 >= r.start
+                            && offsets[t].1 <= r.end
+                            && offsets[t].1 > offsets[t].0
+                    })
+                    .collect();
+                match (inside.first(), inside.last()) {
+                    (Some(&a), Some(&b)) => Ok(a..b + 1),
+                    _ => Err(TokenizeError::Empty),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((enc.get_ids().iter().map(|&i| i64::from(i)).collect(), spans))
+    }
+}
+
 /// The caption the PSR scripts give Grounding DINO for one category: lowercased, stripped,
 /// with "." appended unless present (GroundingDINO `preprocess_caption`).
 pub fn category_caption(category: &str) -> Result<String, TokenizeError> {

@@ -48,7 +48,19 @@ impl<S: Send + Sync> FromRequest<S> for JsonBytes {
     }
 }
 
-/// Parses a JSON body whose strings may borrow from `bytes`.
+/// Parses a JSON body whose strings may borrow from `bytes`. Errors of shape name the path
+/// of the offending field (`items[0].subjects[1].name: ...`).
 pub fn parse<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| json_error(&e))
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let api = json_error(e.inner());
+        if path == "." || api.status == axum::http::StatusCode::BAD_REQUEST {
+            api
+        } else {
+            api.at(path)
+        }
+    })?;
+    de.end().map_err(|e| json_error(&e))?;
+    Ok(value)
 }

@@ -43,6 +43,7 @@ pub use state::AppState;
         routes::metrics::metrics,
         routes::embed::embed,
         routes::detect::detect,
+        routes::reward::reward,
     ),
     components(schemas(error::ErrorBody))
 )]
@@ -73,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi_json))
         .route("/v1/embed", post(routes::embed::embed))
         .route("/v1/detect", post(routes::detect::detect))
+        .route("/v1/reward", post(routes::reward::reward))
         .merge(Redoc::with_url("/docs", ApiDoc::openapi()))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)

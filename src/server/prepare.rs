@@ -1,38 +1,15 @@
-//! CPU-pool work shared by the routes: decoding base64 images and preprocessing them into
-//! model tensors, with per-thread scratch buffers so steady-state requests allocate no
-//! intermediate image buffers.
+//! CPU-pool work shared by the routes: decoding a request's base64 images and preprocessing
+//! them into model tensors, with errors mapped to HTTP.
 
+use crate::imaging::{self, DecodedImage, PooledTensor, Preprocess, TensorPool};
 use std::borrow::Cow;
-use std::cell::RefCell;
-
-use crate::imaging::resize::Resizer;
-use crate::imaging::{
-    decode_image, DecodeLimits, DecodedImage, PooledTensor, Preprocess, TensorPool,
-};
 
 use super::error::ApiError;
 use super::state::AppState;
 
-struct Scratch {
-    bytes: Vec<u8>,
-    resized: Vec<u8>,
-    resizer: Resizer,
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
-        bytes: Vec::new(),
-        resized: Vec::new(),
-        resizer: Resizer::new(),
-    });
-}
-
 /// Decodes one base64 image under `limits`.
-pub fn decode(b64: &str, limits: &DecodeLimits) -> Result<DecodedImage, ApiError> {
-    SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        decode_image(b64, limits, &mut s.bytes).map_err(ApiError::from)
-    })
+pub fn decode(b64: &str, limits: &imaging::DecodeLimits) -> Result<DecodedImage, ApiError> {
+    imaging::decode_base64(b64, limits).map_err(ApiError::from)
 }
 
 /// Preprocesses a decoded image into a pooled tensor.
@@ -41,12 +18,8 @@ pub fn tensor(
     preprocess: &Preprocess,
     pool: &TensorPool,
 ) -> Result<PooledTensor, ApiError> {
-    SCRATCH.with(|s| {
-        let s = &mut *s.borrow_mut();
-        preprocess
-            .run(image, None, &mut s.resizer, &mut s.resized, pool)
-            .map_err(|e| ApiError::invalid(format!("cannot preprocess image: {e}")))
-    })
+    imaging::to_tensor(image, preprocess, pool)
+        .map_err(|e| ApiError::invalid(format!("cannot preprocess image: {e}")))
 }
 
 /// Checks a request's image count against the limit, then decodes every image in parallel on

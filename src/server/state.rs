@@ -10,6 +10,7 @@ use crate::cpu_pool::CpuPool;
 use crate::imaging::{DecodeLimits, TensorPool};
 use crate::metrics::Metrics;
 use crate::models::Models;
+use crate::reward::{ReferenceCache, ScServices};
 
 use super::error::ApiError;
 
@@ -25,6 +26,7 @@ struct Inner {
     cpu: CpuPool,
     tensors: TensorPool,
     models: OnceLock<Arc<Models>>,
+    reference_cache: Arc<ReferenceCache>,
     warmed: AtomicBool,
     draining: AtomicBool,
 }
@@ -35,6 +37,10 @@ impl AppState {
     pub fn new(config: Config, metrics: Arc<Metrics>, cpu: CpuPool) -> Self {
         Self {
             inner: Arc::new(Inner {
+                reference_cache: Arc::new(ReferenceCache::new(
+                    config.rewards.reference_cache_bytes,
+                    metrics.reference_cache(),
+                )),
                 config,
                 metrics,
                 cpu,
@@ -102,6 +108,16 @@ impl AppState {
             Some(m) if self.inner.warmed.load(Ordering::SeqCst) => Ok(m),
             _ => Err(ApiError::not_ready("models are still loading")),
         }
+    }
+
+    /// What the subject-consistency reward needs, or 503 while models load.
+    pub fn sc_services(&self) -> Result<ScServices, ApiError> {
+        Ok(ScServices {
+            models: self.models()?.clone(),
+            cache: self.inner.reference_cache.clone(),
+            cpu: self.inner.cpu.clone(),
+            tensors: self.inner.tensors.clone(),
+        })
     }
 
     /// The models if loaded, warmed or not (for `/info`).

@@ -37,7 +37,7 @@ pub fn ort_env() -> &'static ort::environment::Environment {
 
 /// The default manifest (fixture models), with paths checked.
 pub fn default_manifest() -> Manifest {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default.toml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fixtures.toml");
     let mut m = Manifest::load(&path).unwrap();
     let fixtures = fixtures_dir();
     assert!(

@@ -1,0 +1,646 @@
+//! The PSR subject-consistency reward: for every subject, detect its category in the
+//! generated image and in its reference, crop both, embed the crops, and take the cosine
+//! similarity; the item's score is the mean over subjects (psr-reference.md, eval scripts
+//! `eval-{2,3,4}-subject-sc.py`).
+//!
+//! All detections of a request leave through the detector lane in one submission, then all
+//! crops through the embedder lane, so items and subjects batch with each other and with other
+//! callers. References come from the [`ReferenceCache`] when seen before.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use serde::Serialize;
+
+use super::assignment::{best_assignment, MAX_CANDIDATES};
+use super::cache::{CacheKey, CachedReference, ReferenceCache};
+use super::crop::{self, CropRule};
+use super::{AlphaRule, DetectionRule, Fallback, Matching, ScOptions};
+use crate::batcher::{BatchError, SubmitOptions, Ticket};
+use crate::cpu_pool::{CpuPool, CpuPoolError};
+use crate::imaging::{self, DecodedImage, TensorPool};
+use crate::models::{
+    category_caption, Detection, DetectorItem, DetectorOutput, Models, TokenizeError,
+};
+
+/// Shared services the reward needs.
+#[derive(Clone)]
+pub struct ScServices {
+    pub models: Arc<Models>,
+    pub cache: Arc<ReferenceCache>,
+    pub cpu: CpuPool,
+    pub tensors: TensorPool,
+}
+
+/// One generated image and its subjects.
+pub struct ItemInput {
+    pub image: Arc<DecodedImage>,
+    pub subjects: Vec<SubjectInput>,
+}
+
+/// A subject: its category name and its reference.
+pub struct SubjectInput {
+    pub name: String,
+    pub reference: ReferenceInput,
+}
+
+/// A reference image, or the content hash of one the cache already holds.
+pub enum ReferenceInput {
+    Image(Arc<DecodedImage>),
+    Cached(String),
+}
+
+/// Why the reward could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScError {
+    #[error("items[{item}].subjects[{subject}]: reference {hash} is not in the reference cache (never sent, or evicted); send the image again")]
+    UnknownReference {
+        item: usize,
+        subject: usize,
+        hash: String,
+    },
+    #[error("items[{item}].subjects[{subject}].name: {source}")]
+    Name {
+        item: usize,
+        subject: usize,
+        source: TokenizeError,
+    },
+    #[error("no {0} model is configured")]
+    NotServed(&'static str),
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error("cannot preprocess image: {0}")]
+    Preprocess(String),
+    #[error("the request's deadline passed")]
+    Timeout,
+    #[error(transparent)]
+    Pool(#[from] CpuPoolError),
+}
+
+/// The per-subject result.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SubjectScore {
+    pub name: String,
+    /// Cosine similarity of the generated and reference crop embeddings.
+    pub similarity: f64,
+    /// A box was kept for this subject in the generated image.
+    pub detected: bool,
+    /// That box, `[x1, y1, x2, y2]` after the scripts' `int()` truncation.
+    #[serde(rename = "box")]
+    pub bbox: Option<[i64; 4]>,
+    /// Why the whole generated image was embedded instead of the crop.
+    pub fallback: Option<Fallback>,
+    pub reference_detected: bool,
+    pub reference_box: Option<[i64; 4]>,
+    pub reference_fallback: Option<Fallback>,
+    /// Content hash of the reference: send `{"ref": hash}` next time instead of the image.
+    pub reference: String,
+}
+
+/// The subject-consistency component of one item.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ScItem {
+    /// Mean of the subjects' similarities.
+    pub score: f64,
+    pub subjects: Vec<SubjectScore>,
+}
+
+/// Where the time of a request went.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StageTiming {
+    pub detection: Duration,
+    pub embedding: Duration,
+    pub queue: Duration,
+    pub inference: Duration,
+}
+
+/// An image of the request as the models see it.
+struct Img {
+    /// RGB pixels used for detection and crops (alpha dropped or composited).
+    rgb: Arc<RgbImage>,
+    detectable: bool,
+}
+
+enum RefState {
+    Cached(CachedReference),
+    /// Index into the pending references.
+    Pending(usize),
+}
+
+/// A crop (or the whole image) to embed.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct EmbedKey {
+    image: usize,
+    window: Option<crop::Window>,
+}
+
+/// Where a subject's generated embedding comes from, and how it is reported.
+#[derive(Clone, Copy)]
+struct Choice {
+    embed: usize,
+    detected: bool,
+    bbox: Option<[i64; 4]>,
+    fallback: Option<Fallback>,
+}
+
+/// Subjects of one item sharing a category, decided by assignment after embedding.
+struct Group {
+    item: usize,
+    members: Vec<usize>,
+    candidates: Vec<Choice>,
+    /// The whole image, when there are fewer candidates than members.
+    whole: Option<Choice>,
+}
+
+/// Embedding jobs, deduplicated (several subjects falling back to one whole image share it).
+#[derive(Default)]
+struct EmbedJobs {
+    keys: Vec<EmbedKey>,
+    index: HashMap<EmbedKey, usize>,
+}
+
+impl EmbedJobs {
+    fn add(&mut self, key: EmbedKey) -> usize {
+        *self.index.entry(key).or_insert_with(|| {
+            self.keys.push(key);
+            self.keys.len() - 1
+        })
+    }
+}
+
+/// Computes the subject-consistency component of every item.
+pub async fn score_items(
+    svc: &ScServices,
+    items: Vec<ItemInput>,
+    opts: ScOptions,
+    submit: SubmitOptions,
+) -> Result<(Vec<ScItem>, StageTiming), ScError> {
+    let detector = svc
+        .models
+        .detector
+        .as_ref()
+        .ok_or(ScError::NotServed("detector"))?;
+    let embedder = svc
+        .models
+        .embedder
+        .as_ref()
+        .ok_or(ScError::NotServed("embedder"))?;
+    let variant = opts.reference_variant();
+    let rule = if opts.clamp_boxes {
+        CropRule::Clamp
+    } else {
+        CropRule::PythonSlice
+    };
+    let mut timing = StageTiming::default();
+
+    // Images, and references resolved against the cache.
+    let mut images: Vec<Img> = Vec::new();
+    let add_image = |images: &mut Vec<Img>, d: &Arc<DecodedImage>| {
+        let composite = opts.alpha == AlphaRule::CompositeWhite;
+        let rgb = if composite && d.alpha.is_some() {
+            d.composited_on_white()
+        } else {
+            d.rgb.clone()
+        };
+        images.push(Img {
+            rgb: Arc::new(rgb),
+            detectable: composite || d.is_pillow_rgb(),
+        });
+        images.len() - 1
+    };
+    let mut generated = Vec::with_capacity(items.len());
+    let mut refs: Vec<Vec<RefState>> = Vec::with_capacity(items.len());
+    let mut pending: Vec<(CacheKey, usize)> = Vec::new();
+    let mut pending_index: HashMap<CacheKey, usize> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        generated.push(add_image(&mut images, &item.image));
+        let mut states = Vec::with_capacity(item.subjects.len());
+        for (s, subject) in item.subjects.iter().enumerate() {
+            let hash = match &subject.reference {
+                ReferenceInput::Image(d) => d.content_hash.clone(),
+                ReferenceInput::Cached(h) => h.clone(),
+            };
+            let key = CacheKey {
+                hash,
+                category: subject.name.clone(),
+                variant,
+            };
+            if let Some(hit) = svc.cache.get(&key) {
+                states.push(RefState::Cached(hit));
+                continue;
+            }
+            let ReferenceInput::Image(decoded) = &subject.reference else {
+                return Err(ScError::UnknownReference {
+                    item: i,
+                    subject: s,
+                    hash: key.hash,
+                });
+            };
+            let p = match pending_index.get(&key) {
+                Some(&p) => p,
+                None => {
+                    let img = add_image(&mut images, decoded);
+                    pending.push((key.clone(), img));
+                    pending_index.insert(key, pending.len() - 1);
+                    pending.len() - 1
+                }
+            };
+            states.push(RefState::Pending(p));
+        }
+        refs.push(states);
+    }
+
+    // Stage 1: detection. Jobs are (image, categories): one category per pass, or all of an
+    // item's categories in one joint caption.
+    let started = Instant::now();
+    let mut jobs: Vec<(usize, Vec<String>)> = Vec::new();
+    let mut gen_jobs: Vec<HashMap<String, usize>> = vec![HashMap::new(); items.len()];
+    for (i, item) in items.iter().enumerate() {
+        if !images[generated[i]].detectable {
+            continue;
+        }
+        let mut names: Vec<String> = Vec::new();
+        for s in &item.subjects {
+            if !names.contains(&s.name) {
+                names.push(s.name.clone());
+            }
+        }
+        match opts.detection {
+            DetectionRule::PerCategory => {
+                for n in names {
+                    jobs.push((generated[i], vec![n.clone()]));
+                    gen_jobs[i].insert(n, jobs.len() - 1);
+                }
+            }
+            DetectionRule::Joint => {
+                jobs.push((generated[i], names.clone()));
+                for n in names {
+                    gen_jobs[i].insert(n, jobs.len() - 1);
+                }
+            }
+        }
+    }
+    let mut ref_jobs: Vec<Option<usize>> = vec![None; pending.len()];
+    for (p, (key, img)) in pending.iter().enumerate() {
+        if images[*img].detectable {
+            jobs.push((*img, vec![key.category.clone()]));
+            ref_jobs[p] = Some(jobs.len() - 1);
+        }
+    }
+    let det_inputs = {
+        let (pre, tok, pool) = (
+            detector.preprocess.clone(),
+            detector.tokenizer.clone(),
+            svc.tensors.clone(),
+        );
+        let job_images: Vec<(usize, Arc<RgbImage>)> = jobs
+            .iter()
+            .map(|(img, _)| (*img, images[*img].rgb.clone()))
+            .collect();
+        let job_names: Vec<Vec<String>> = jobs.iter().map(|(_, n)| n.clone()).collect();
+        let name_error = name_locator(&items);
+        let cpu = svc.cpu.clone();
+        svc.cpu
+            .run(move || {
+                let mut tensors: HashMap<usize, Arc<imaging::PooledTensor>> = HashMap::new();
+                let mut unique: Vec<(usize, Arc<RgbImage>)> = Vec::new();
+                for (img, rgb) in &job_images {
+                    if !unique.iter().any(|(u, _)| u == img) {
+                        unique.push((*img, rgb.clone()));
+                    }
+                }
+                let built = cpu.map(unique, |(img, rgb)| {
+                    imaging::to_tensor(&rgb, &pre, &pool).map(|t| (img, Arc::new(t)))
+                });
+                for b in built {
+                    let (img, t) = b.map_err(|e| ScError::Preprocess(e.to_string()))?;
+                    tensors.insert(img, t);
+                }
+                let mut out = Vec::with_capacity(job_images.len());
+                let mut spans = Vec::with_capacity(job_images.len());
+                for ((img, _), names) in job_images.iter().zip(&job_names) {
+                    let (ids, span) = if names.len() == 1 {
+                        let ids = category_caption(&names[0])
+                            .and_then(|c| tok.encode(&c))
+                            .map_err(|e| name_error(&names[0], e))?;
+                        let len = ids.len();
+                        (ids, std::iter::once(0..len).collect())
+                    } else {
+                        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                        tok.encode_joint(&refs)
+                            .map_err(|e| name_error(&names[0], e))?
+                    };
+                    let image = tensors
+                        .get(img)
+                        .cloned()
+                        .ok_or_else(|| ScError::Preprocess("missing detector tensor".into()))?;
+                    out.push(DetectorItem {
+                        image,
+                        input_ids: ids.into(),
+                    });
+                    spans.push(span);
+                }
+                Ok::<_, ScError>((out, spans))
+            })
+            .await??
+    };
+    let (det_items, spans) = det_inputs;
+    let outputs = collect(
+        detector.batcher.submit(det_items, submit)?,
+        submit.deadline,
+        &mut timing,
+    )
+    .await?;
+    let threshold = detector.box_threshold;
+    let detections_of = |job: usize, name: &str| -> Vec<Detection> {
+        let (img, names) = &jobs[job];
+        let (w, h) = images[*img].rgb.dimensions();
+        let out: &DetectorOutput = &outputs[job];
+        if names.len() == 1 {
+            out.detections(threshold, w, h)
+        } else {
+            let k = names.iter().position(|n| n == name).unwrap_or(0);
+            out.span_detections(spans[job][k].clone(), threshold, w, h)
+        }
+    };
+    timing.detection = started.elapsed();
+
+    // Stage 2: choose crops and embed them.
+    let started = Instant::now();
+    let mut embeds = EmbedJobs::default();
+    let crop_choice = |embeds: &mut EmbedJobs, img: usize, det: Option<&Detection>| -> Choice {
+        let (w, h) = images[img].rgb.dimensions();
+        match det {
+            None => Choice {
+                embed: embeds.add(EmbedKey {
+                    image: img,
+                    window: None,
+                }),
+                detected: false,
+                bbox: None,
+                fallback: Some(Fallback::NotDetected),
+            },
+            Some(d) => {
+                let b = crop::truncate_box(d.bbox);
+                let window = crop::window(b, w, h, rule);
+                Choice {
+                    embed: embeds.add(EmbedKey { image: img, window }),
+                    detected: true,
+                    bbox: Some(b),
+                    fallback: window.is_none().then_some(Fallback::EmptyCrop),
+                }
+            }
+        }
+    };
+    let non_rgb = |embeds: &mut EmbedJobs, img: usize| Choice {
+        embed: embeds.add(EmbedKey {
+            image: img,
+            window: None,
+        }),
+        detected: false,
+        bbox: None,
+        fallback: Some(Fallback::NonRgb),
+    };
+    let ref_choices: Vec<Choice> = pending
+        .iter()
+        .enumerate()
+        .map(|(p, (key, img))| match ref_jobs[p] {
+            None => non_rgb(&mut embeds, *img),
+            Some(job) => crop_choice(&mut embeds, *img, detections_of(job, &key.category).first()),
+        })
+        .collect();
+    // Per item and subject: a fixed choice, or candidates decided after embedding.
+    let mut gen_choices: Vec<Vec<Option<Choice>>> = Vec::with_capacity(items.len());
+    let mut groups: Vec<Group> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let img = generated[i];
+        let mut choices = vec![None; item.subjects.len()];
+        if !images[img].detectable {
+            for c in choices.iter_mut() {
+                *c = Some(non_rgb(&mut embeds, img));
+            }
+            gen_choices.push(choices);
+            continue;
+        }
+        match opts.matching {
+            Matching::Psr => {
+                // eval-2-subject-sc.py: two subjects of one category take kept boxes 0 and 1.
+                let same_pair =
+                    item.subjects.len() == 2 && item.subjects[0].name == item.subjects[1].name;
+                for (s, subject) in item.subjects.iter().enumerate() {
+                    let dets = detections_of(gen_jobs[i][&subject.name], &subject.name);
+                    let idx = if same_pair { s } else { 0 };
+                    choices[s] = Some(crop_choice(&mut embeds, img, dets.get(idx)));
+                }
+            }
+            Matching::Assignment => {
+                let mut seen: Vec<&str> = Vec::new();
+                for subject in &item.subjects {
+                    if seen.contains(&subject.name.as_str()) {
+                        continue;
+                    }
+                    seen.push(&subject.name);
+                    let members: Vec<usize> = (0..item.subjects.len())
+                        .filter(|&s| item.subjects[s].name == subject.name)
+                        .collect();
+                    let dets = detections_of(gen_jobs[i][&subject.name], &subject.name);
+                    let candidates: Vec<Choice> = dets
+                        .iter()
+                        .take(MAX_CANDIDATES)
+                        .map(|d| crop_choice(&mut embeds, img, Some(d)))
+                        .filter(|c| c.fallback.is_none())
+                        .collect();
+                    let whole = (members.len() > candidates.len())
+                        .then(|| crop_choice(&mut embeds, img, None));
+                    groups.push(Group {
+                        item: i,
+                        members,
+                        candidates,
+                        whole,
+                    });
+                }
+            }
+        }
+        gen_choices.push(choices);
+    }
+    let embeddings = embed_all(svc, embedder, &images, &embeds.keys, submit, &mut timing).await?;
+    timing.embedding = started.elapsed();
+
+    // References: cached or just computed (and now cached).
+    let pending_refs: Vec<CachedReference> = pending
+        .iter()
+        .zip(&ref_choices)
+        .map(|((key, _), c)| {
+            let entry = CachedReference {
+                embedding: embeddings[c.embed].clone().into(),
+                detected: c.detected,
+                bbox: c.bbox,
+                fallback: c.fallback,
+            };
+            svc.cache.insert(key.clone(), entry.clone());
+            entry
+        })
+        .collect();
+    let reference = |i: usize, s: usize| -> &CachedReference {
+        match &refs[i][s] {
+            RefState::Cached(c) => c,
+            RefState::Pending(p) => &pending_refs[*p],
+        }
+    };
+    for Group {
+        item: i,
+        members,
+        candidates,
+        whole,
+    } in groups
+    {
+        let sim: Vec<Vec<f64>> = members
+            .iter()
+            .map(|&s| {
+                candidates
+                    .iter()
+                    .map(|c| cosine(&embeddings[c.embed], &reference(i, s).embedding))
+                    .collect()
+            })
+            .collect();
+        for (k, pick) in best_assignment(&sim).into_iter().enumerate() {
+            gen_choices[i][members[k]] = pick.map(|b| candidates[b]).or(whole);
+        }
+    }
+
+    let mut results = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let mut subjects = Vec::with_capacity(item.subjects.len());
+        for (s, subject) in item.subjects.iter().enumerate() {
+            let r = reference(i, s);
+            let g = gen_choices[i][s]
+                .ok_or_else(|| ScError::Preprocess("subject without a crop".into()))?;
+            subjects.push(SubjectScore {
+                name: subject.name.clone(),
+                similarity: cosine(&embeddings[g.embed], &r.embedding),
+                detected: g.detected,
+                bbox: g.bbox,
+                fallback: g.fallback,
+                reference_detected: r.detected,
+                reference_box: r.bbox,
+                reference_fallback: r.fallback,
+                reference: match &subject.reference {
+                    ReferenceInput::Image(d) => d.content_hash.clone(),
+                    ReferenceInput::Cached(h) => h.clone(),
+                },
+            });
+        }
+        let score =
+            subjects.iter().map(|s| s.similarity).sum::<f64>() / subjects.len().max(1) as f64;
+        results.push(ScItem { score, subjects });
+    }
+    Ok((results, timing))
+}
+
+/// Maps a tokenizer error on a category back to the first subject that named it.
+fn name_locator(items: &[ItemInput]) -> impl Fn(&str, TokenizeError) -> ScError + Send + 'static {
+    let names: Vec<(usize, usize, String)> = items
+        .iter()
+        .enumerate()
+        .flat_map(|(i, it)| {
+            it.subjects
+                .iter()
+                .enumerate()
+                .map(move |(s, sub)| (i, s, sub.name.clone()))
+        })
+        .collect();
+    move |name, source| {
+        let (item, subject) = names
+            .iter()
+            .find(|(_, _, n)| n == name)
+            .map_or((0, 0), |(i, s, _)| (*i, *s));
+        ScError::Name {
+            item,
+            subject,
+            source,
+        }
+    }
+}
+
+/// Preprocesses every crop on the CPU pool and embeds them all in one submission.
+async fn embed_all(
+    svc: &ScServices,
+    embedder: &crate::models::ImageLane,
+    images: &[Img],
+    keys: &[EmbedKey],
+    submit: SubmitOptions,
+    timing: &mut StageTiming,
+) -> Result<Vec<Vec<f32>>, ScError> {
+    let work: Vec<(Arc<RgbImage>, Option<crop::Window>)> = keys
+        .iter()
+        .map(|k| (images[k.image].rgb.clone(), k.window))
+        .collect();
+    let (pre, pool, cpu) = (
+        embedder.preprocess.clone(),
+        svc.tensors.clone(),
+        svc.cpu.clone(),
+    );
+    let tensors = svc
+        .cpu
+        .run(move || {
+            cpu.map(work, |(rgb, window)| {
+                let result = match window {
+                    Some(w) => imaging::to_tensor(&crop::crop(&rgb, w), &pre, &pool),
+                    None => imaging::to_tensor(&rgb, &pre, &pool),
+                };
+                result.map_err(|e| ScError::Preprocess(e.to_string()))
+            })
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .await??;
+    collect(
+        embedder.batcher.submit(tensors, submit)?,
+        submit.deadline,
+        timing,
+    )
+    .await
+}
+
+/// Awaits every ticket under the deadline.
+async fn collect<O>(
+    tickets: Vec<Ticket<O>>,
+    deadline: Instant,
+    timing: &mut StageTiming,
+) -> Result<Vec<O>, ScError> {
+    let all = async {
+        let mut out = Vec::with_capacity(tickets.len());
+        for t in tickets {
+            match t.await {
+                Ok(Ok(done)) => {
+                    timing.queue = timing.queue.max(done.queue_time);
+                    timing.inference += done.inference_time;
+                    out.push(done.output);
+                }
+                Ok(Err(e)) => return Err(ScError::Batch(e)),
+                Err(_) => return Err(ScError::Preprocess("model lane closed the item".into())),
+            }
+        }
+        Ok(out)
+    };
+    tokio::time::timeout_at(deadline.into(), all)
+        .await
+        .unwrap_or(Err(ScError::Timeout))
+}
+
+/// Cosine similarity in f64 (the scripts L2-normalise then take the dot product).
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(x), f64::from(y));
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 {
+        return 0.0;
+    }
+    dot / (na.sqrt() * nb.sqrt())
+}

@@ -1,0 +1,382 @@
+//! `POST /v1/reward`: rewards for generated images. This route computes the subject
+//! consistency component (the PSR reward); components that are not served yet are refused
+//! with a 422 that says so.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::imaging::DecodedImage;
+use crate::reward::{
+    score_items, ItemInput, Mode, ReferenceInput, ScError, ScItem, ScOptions, ScOverrides,
+    SubjectInput,
+};
+use crate::server::error::{ApiError, ErrorBody};
+use crate::server::extract::{parse, JsonBytes};
+use crate::server::prepare;
+use crate::server::state::AppState;
+
+/// Component names a request may weight.
+const COMPONENTS: [&str; 4] = [
+    "subject_consistency",
+    "semantic_alignment",
+    "aesthetic",
+    "position",
+];
+/// PSRBench subsets (psr-reference.md), the values `task` may take.
+const TASKS: [&str; 7] = [
+    "attribute",
+    "action",
+    "background",
+    "position",
+    "complex",
+    "three",
+    "four",
+];
+
+/// A subject's reference: a base64 image, or `{"ref": hash}` of one sent before.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ReferenceRequest<'a> {
+    #[schema(value_type = String)]
+    Image(#[serde(borrow)] Cow<'a, str>),
+    Cached {
+        #[serde(rename = "ref")]
+        hash: String,
+    },
+}
+
+/// One subject: its category (the detector phrase) and its reference image.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectRequest<'a> {
+    pub name: String,
+    #[serde(borrow)]
+    pub reference: ReferenceRequest<'a>,
+}
+
+/// One generated image to score.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RewardItem<'a> {
+    /// Base64 generated image.
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub image: Cow<'a, str>,
+    /// The generation prompt (used by the alignment components).
+    #[serde(default)]
+    pub prompt: String,
+    #[serde(borrow)]
+    pub subjects: Vec<SubjectRequest<'a>>,
+    /// PSRBench task (attribute, action, background, position, complex, three, four).
+    pub task: Option<String>,
+}
+
+/// A reward request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RewardRequest<'a> {
+    #[serde(borrow)]
+    pub items: Vec<RewardItem<'a>>,
+    /// Component weights; default `{"subject_consistency": 1.0}` while it is the only one served.
+    pub rewards: Option<BTreeMap<String, f64>>,
+    /// `psr` (default): the evaluation scripts exactly; `robust`: better-behaved defaults.
+    pub mode: Option<Mode>,
+    /// Overrides of the mode's subject-consistency options.
+    pub options: Option<ScOverrides>,
+    pub timeout_ms: Option<u64>,
+    pub priority: Option<u8>,
+}
+
+/// The components of one item.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Components {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_consistency: Option<ScItem>,
+}
+
+/// One item's reward.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RewardResult {
+    /// Weighted sum of the requested components (null when one of them failed).
+    pub reward: Option<f64>,
+    pub components: Components,
+    /// Per failed component, why.
+    pub errors: BTreeMap<String, String>,
+}
+
+/// Where the request's time went, in milliseconds.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RewardTiming {
+    pub total_ms: f64,
+    pub decode_ms: f64,
+    pub detection_ms: f64,
+    pub embedding_ms: f64,
+}
+
+/// The reward response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RewardResponse {
+    pub results: Vec<RewardResult>,
+    /// The subject-consistency options in force.
+    pub options: ScOptions,
+    pub timing: RewardTiming,
+}
+
+fn validate_weights(
+    rewards: Option<BTreeMap<String, f64>>,
+) -> Result<BTreeMap<String, f64>, ApiError> {
+    let weights =
+        rewards.unwrap_or_else(|| BTreeMap::from([("subject_consistency".to_string(), 1.0)]));
+    if weights.is_empty() {
+        return Err(ApiError::invalid("rewards: name at least one component"));
+    }
+    for (name, w) in &weights {
+        if !COMPONENTS.contains(&name.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "rewards.{name}: unknown component (known: {})",
+                COMPONENTS.join(", ")
+            )));
+        }
+        if name != "subject_consistency" {
+            return Err(ApiError::invalid(format!(
+                "rewards.{name}: this component is not served yet; only subject_consistency is available"
+            )));
+        }
+        if !w.is_finite() || *w < 0.0 {
+            return Err(ApiError::invalid(format!(
+                "rewards.{name}: weight must be finite and >= 0"
+            )));
+        }
+    }
+    if weights.values().all(|w| *w == 0.0) {
+        return Err(ApiError::invalid("rewards: all weights are zero"));
+    }
+    Ok(weights)
+}
+
+struct Decoded {
+    items: Vec<ItemInput>,
+    weights: BTreeMap<String, f64>,
+    options: ScOptions,
+    submit: crate::batcher::SubmitOptions,
+}
+
+/// Parses, validates and decodes a request on the CPU pool. Identical reference strings are
+/// decoded once (GRPO groups repeat them).
+fn decode_request(st: &AppState, body: &[u8], arrived: Instant) -> Result<Decoded, ApiError> {
+    let req: RewardRequest = parse(body)?;
+    let limits = &st.config().limits;
+    let max_subjects = st.config().rewards.max_subjects;
+    if req.items.is_empty() || req.items.len() > limits.max_items_per_request {
+        return Err(ApiError::invalid(format!(
+            "items must hold 1..={} items",
+            limits.max_items_per_request
+        )));
+    }
+    for (i, item) in req.items.iter().enumerate() {
+        if item.subjects.is_empty() || item.subjects.len() > max_subjects {
+            return Err(ApiError::invalid(format!(
+                "items[{i}].subjects must hold 1..={max_subjects} subjects"
+            )));
+        }
+        for (s, subject) in item.subjects.iter().enumerate() {
+            if subject.name.trim().is_empty() {
+                return Err(ApiError::invalid(format!(
+                    "items[{i}].subjects[{s}].name is empty"
+                )));
+            }
+        }
+        if let Some(task) = &item.task {
+            if !TASKS.contains(&task.as_str()) {
+                return Err(ApiError::invalid(format!(
+                    "items[{i}].task: unknown task `{task}` (known: {})",
+                    TASKS.join(", ")
+                )));
+            }
+        }
+    }
+    let weights = validate_weights(req.rewards)?;
+    let options = ScOptions::resolve(
+        req.mode.unwrap_or_default(),
+        req.options.unwrap_or_default(),
+    );
+    let submit = st.submit_options(arrived, req.timeout_ms, req.priority)?;
+
+    // Every distinct image string once, decoded in parallel.
+    let mut unique: Vec<&str> = Vec::new();
+    let mut where_used: Vec<String> = Vec::new();
+    let mut image_of_item = Vec::with_capacity(req.items.len());
+    // Per subject: the index of its decoded reference, or the hash it names.
+    let mut image_of_ref: Vec<Vec<Result<usize, String>>> = Vec::with_capacity(req.items.len());
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (i, item) in req.items.iter().enumerate() {
+        image_of_item.push(intern(
+            &item.image,
+            format!("items[{i}].image"),
+            &mut unique,
+            &mut where_used,
+            &mut index,
+        ));
+        let mut refs = Vec::with_capacity(item.subjects.len());
+        for (s, subject) in item.subjects.iter().enumerate() {
+            refs.push(match &subject.reference {
+                ReferenceRequest::Image(b64) => Ok(intern(
+                    b64,
+                    format!("items[{i}].subjects[{s}].reference"),
+                    &mut unique,
+                    &mut where_used,
+                    &mut index,
+                )),
+                ReferenceRequest::Cached { hash } => Err(hash.clone()),
+            });
+        }
+        image_of_ref.push(refs);
+    }
+    let decode_limits = st.decode_limits();
+    let decoded: Vec<Arc<DecodedImage>> = st
+        .cpu()
+        .map(
+            unique.iter().copied().zip(where_used).collect(),
+            |(b64, path)| {
+                prepare::decode(b64, &decode_limits)
+                    .map(Arc::new)
+                    .map_err(|e| e.at(path))
+            },
+        )
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let items = req
+        .items
+        .into_iter()
+        .zip(image_of_ref)
+        .enumerate()
+        .map(|(i, (item, refs))| ItemInput {
+            image: decoded[image_of_item[i]].clone(),
+            subjects: item
+                .subjects
+                .into_iter()
+                .zip(refs)
+                .map(|(subject, reference)| SubjectInput {
+                    name: subject.name,
+                    reference: match reference {
+                        Ok(k) => ReferenceInput::Image(decoded[k].clone()),
+                        Err(hash) => ReferenceInput::Cached(hash),
+                    },
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Decoded {
+        items,
+        weights,
+        options,
+        submit,
+    })
+}
+
+/// Index of `s` among the distinct image strings, adding it (and where it was used) if new.
+fn intern<'a>(
+    s: &'a str,
+    path: String,
+    unique: &mut Vec<&'a str>,
+    paths: &mut Vec<String>,
+    index: &mut HashMap<&'a str, usize>,
+) -> usize {
+    if let Some(&k) = index.get(s) {
+        return k;
+    }
+    unique.push(s);
+    paths.push(path);
+    index.insert(s, unique.len() - 1);
+    unique.len() - 1
+}
+
+impl From<ScError> for ApiError {
+    fn from(e: ScError) -> Self {
+        match e {
+            ScError::UnknownReference { .. } => ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_reference",
+                e.to_string(),
+            ),
+            ScError::Name { .. } => ApiError::invalid(e.to_string()),
+            ScError::NotServed(role) => ApiError::not_served(role),
+            ScError::Batch(b) => b.into(),
+            ScError::Timeout => ApiError::timeout(),
+            ScError::Pool(p) => p.into(),
+            ScError::Preprocess(m) => ApiError::internal(m),
+        }
+    }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Scores generated images.
+#[utoipa::path(post, path = "/v1/reward", request_body = RewardRequest,
+    responses(
+        (status = 200, body = RewardResponse),
+        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 500, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 504, body = ErrorBody)))]
+pub async fn reward(
+    State(state): State<AppState>,
+    JsonBytes(body): JsonBytes,
+) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
+    let services = state.sc_services()?;
+    let st = state.clone();
+    let decoded = state
+        .cpu()
+        .run(move || decode_request(&st, &body, arrived))
+        .await??;
+    let decode_time = arrived.elapsed();
+    state
+        .metrics()
+        .observe_preprocess("/v1/reward", decode_time.as_secs_f64());
+    let (scores, stages) =
+        score_items(&services, decoded.items, decoded.options, decoded.submit).await?;
+    let weight = decoded
+        .weights
+        .get("subject_consistency")
+        .copied()
+        .unwrap_or(0.0);
+    let results = scores
+        .into_iter()
+        .map(|sc| RewardResult {
+            reward: Some(weight * sc.score),
+            components: Components {
+                subject_consistency: Some(sc),
+            },
+            errors: BTreeMap::new(),
+        })
+        .collect();
+    let timing = RewardTiming {
+        total_ms: ms(arrived.elapsed()),
+        decode_ms: ms(decode_time),
+        detection_ms: ms(stages.detection),
+        embedding_ms: ms(stages.embedding),
+    };
+    let headers = super::timing::Timing {
+        preprocess: decode_time,
+        queue: stages.queue,
+        inference: stages.inference,
+    }
+    .headers(arrived);
+    let body = RewardResponse {
+        results,
+        options: decoded.options,
+        timing,
+    };
+    Ok((headers, Json(body)).into_response())
+}
