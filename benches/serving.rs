@@ -137,7 +137,12 @@ fn raw_throughput(args: &Args, jpegs: &[Vec<u8>]) -> Vec<(usize, f64)> {
         intra_threads: 0,
     };
     let (session, _) = build_session(&env, &opts).expect("session");
-    let mut model = ImageModel::new(session, "pixel_values".into(), "embeddings".into());
+    let mut model = ImageModel::new(
+        session,
+        "pixel_values".into(),
+        "embeddings".into(),
+        Default::default(),
+    );
     let pre = Preprocess::new(
         ResizeRule::ShortSideCenterCrop {
             resize: 256,
@@ -153,7 +158,7 @@ fn raw_throughput(args: &Args, jpegs: &[Vec<u8>]) -> Vec<(usize, f64)> {
         .iter()
         .map(|j| {
             let img = image::load_from_memory(j).expect("decode").into_rgb8();
-            pre.run(&img, None, &mut resizer, &mut scratch, &pool)
+            pre.run(&img, &mut resizer, &mut scratch, &pool)
                 .expect("preprocess")
         })
         .collect();

@@ -219,6 +219,7 @@ async fn a_failing_batch_fails_only_its_requests_and_the_model_recovers() {
             session,
             input.clone(),
             output.clone(),
+            Default::default(),
         ))) as _)
     });
     let config = LaneConfig {

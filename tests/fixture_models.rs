@@ -199,7 +199,7 @@ async fn aesthetic_scores_mean_chroma_times_ten() {
         .iter()
         .map(|img| {
             lane.preprocess
-                .run(img, None, &mut Resizer::new(), &mut Vec::new(), &pool)
+                .run(img, &mut Resizer::new(), &mut Vec::new(), &pool)
                 .unwrap()
         })
         .collect();

@@ -148,10 +148,7 @@ pub fn decode_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage,
     let source_color = decoder.color_type();
     let image = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
     let alpha = source_color.has_alpha().then(|| alpha_channel(&image));
-    let rgb = match image {
-        DynamicImage::ImageRgb8(rgb) => rgb,
-        other => other.into_rgb8(),
-    };
+    let rgb = to_rgb8_like_pillow(image);
     Ok(DecodedImage {
         rgb,
         source_color,
@@ -159,6 +156,31 @@ pub fn decode_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage,
         alpha,
         content_hash: content_hash(bytes),
     })
+}
+
+/// 8-bit RGB as Pillow's `convert("RGB")` gives it: 16-bit colour samples keep their high
+/// byte (Pillow reads 16-bit PNG channels that way), 16-bit grey (Pillow mode "I;16") is
+/// clamped to 0..255, alpha is dropped.
+fn to_rgb8_like_pillow(image: DynamicImage) -> image::RgbImage {
+    let high = |v: u16| (v >> 8) as u8;
+    let clamp = |v: u16| v.min(255) as u8;
+    match image {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        DynamicImage::ImageRgb16(b) => image::RgbImage::from_fn(b.width(), b.height(), |x, y| {
+            image::Rgb(b.get_pixel(x, y).0.map(high))
+        }),
+        DynamicImage::ImageRgba16(b) => image::RgbImage::from_fn(b.width(), b.height(), |x, y| {
+            let [r, g, bl, _] = b.get_pixel(x, y).0;
+            image::Rgb([high(r), high(g), high(bl)])
+        }),
+        DynamicImage::ImageLuma16(b) => image::RgbImage::from_fn(b.width(), b.height(), |x, y| {
+            image::Rgb([clamp(b.get_pixel(x, y).0[0]); 3])
+        }),
+        DynamicImage::ImageLumaA16(b) => image::RgbImage::from_fn(b.width(), b.height(), |x, y| {
+            image::Rgb([high(b.get_pixel(x, y).0[0]); 3])
+        }),
+        other => other.into_rgb8(),
+    }
 }
 
 /// 128-bit BLAKE3 of `bytes` in hex.
@@ -276,6 +298,30 @@ mod tests {
         assert!(!img.is_pillow_rgb());
         // 100 over white at alpha 7: (100*7 + 255*248) / 255 = 250.75 -> 251.
         assert_eq!(img.composited_on_white().get_pixel(1, 1).0, [251, 251, 251]);
+    }
+
+    #[test]
+    fn sixteen_bit_samples_convert_as_pillow_does() {
+        let rgb16 = image::ImageBuffer::<image::Rgb<u16>, _>::from_pixel(
+            1,
+            1,
+            image::Rgb([0xFFFF, 57 * 256 + 250, 300]),
+        );
+        let grey16 =
+            image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(1, 1, image::Luma([300]));
+        let mut scratch = Vec::new();
+        let mut enc = |img: DynamicImage| {
+            let mut out = Vec::new();
+            img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+                .unwrap();
+            decode_image(&b64(&out), &LIMITS, &mut scratch).unwrap()
+        };
+        let c = enc(DynamicImage::ImageRgb16(rgb16));
+        assert_eq!(c.rgb.get_pixel(0, 0).0, [255, 57, 1]);
+        assert!(c.is_pillow_rgb());
+        let g = enc(DynamicImage::ImageLuma16(grey16));
+        assert_eq!(g.rgb.get_pixel(0, 0).0, [255, 255, 255]);
+        assert!(!g.is_pillow_rgb());
     }
 
     #[test]

@@ -8,6 +8,6 @@ mod tensor;
 mod thread_scratch;
 
 pub use decode::{content_hash, decode_image, DecodeLimits, DecodedImage, ImageError};
-pub use preprocess::{Normalize, Preprocess, ResizeRule, CLIP, IMAGENET};
+pub use preprocess::{Normalize, Plan, Preprocess, ResizeRule, CLIP, IMAGENET, UNIT};
 pub use tensor::{PooledTensor, TensorPool};
 pub use thread_scratch::{decode_base64, to_tensor};

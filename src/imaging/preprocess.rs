@@ -8,7 +8,7 @@
 //!
 //! Facts from psr-reference.md (PSR eval scripts, GroundingDINO `transforms.py`, torchvision).
 
-use super::resize::{Filter, ResizeError, Resizer, SourceBox};
+use super::resize::{Filter, ResizeError, Resizer};
 use super::tensor::{PooledTensor, TensorPool};
 
 /// Per-channel normalisation `(x / 255 - mean) / std`.
@@ -22,6 +22,12 @@ pub struct Normalize {
 pub const IMAGENET: Normalize = Normalize {
     mean: [0.485, 0.456, 0.406],
     std: [0.229, 0.224, 0.225],
+};
+
+/// Plain `x / 255` (YOLO exports).
+pub const UNIT: Normalize = Normalize {
+    mean: [0.0; 3],
+    std: [1.0; 3],
 };
 
 /// OpenAI CLIP statistics (CLIP-based aesthetic and preference heads).
@@ -39,6 +45,9 @@ pub enum ResizeRule {
     ShortSideMaxLong { short: u32, max_long: u32 },
     /// Straight to `width`×`height`, aspect ratio not kept (deep_sort's MobileNetV2 embedder).
     Squash { width: u32, height: u32 },
+    /// Ultralytics `LetterBox`: scale to fit `size`×`size` keeping the aspect ratio, centre,
+    /// pad with grey `fill` (114).
+    Letterbox { size: u32, fill: u8 },
 }
 
 /// A complete preprocessing recipe with its normalisation table.
@@ -60,6 +69,39 @@ pub struct Plan {
     pub crop_y: u32,
     pub out_w: u32,
     pub out_h: u32,
+    /// Where the resized image sits in the output when it is padded (letterbox).
+    pub pad_x: u32,
+    pub pad_y: u32,
+    /// Padding byte value.
+    pub fill: u8,
+}
+
+impl Plan {
+    fn resize_crop(
+        resized_w: u32,
+        resized_h: u32,
+        crop_x: u32,
+        crop_y: u32,
+        out_w: u32,
+        out_h: u32,
+    ) -> Self {
+        Self {
+            resized_w,
+            resized_h,
+            crop_x,
+            crop_y,
+            out_w,
+            out_h,
+            pad_x: 0,
+            pad_y: 0,
+            fill: 0,
+        }
+    }
+
+    /// Scale from the source to the resized image (letterbox gain).
+    pub fn gain(&self, src_w: u32) -> f32 {
+        self.resized_w as f32 / src_w.max(1) as f32
+    }
 }
 
 impl Preprocess {
@@ -99,55 +141,49 @@ impl Preprocess {
         match self.rule {
             ResizeRule::ShortSideCenterCrop { resize, crop } => {
                 let (rw, rh) = short_side(w, h, resize);
-                Plan {
-                    resized_w: rw,
-                    resized_h: rh,
-                    crop_x: center_offset(rw, crop),
-                    crop_y: center_offset(rh, crop),
-                    out_w: crop,
-                    out_h: crop,
-                }
+                Plan::resize_crop(
+                    rw,
+                    rh,
+                    center_offset(rw, crop),
+                    center_offset(rh, crop),
+                    crop,
+                    crop,
+                )
             }
-            ResizeRule::Squash { width, height } => Plan {
-                resized_w: width,
-                resized_h: height,
-                crop_x: 0,
-                crop_y: 0,
-                out_w: width,
-                out_h: height,
-            },
+            ResizeRule::Squash { width, height } => {
+                Plan::resize_crop(width, height, 0, 0, width, height)
+            }
             ResizeRule::ShortSideMaxLong { short, max_long } => {
                 let (rw, rh) = short_side_max_long(w, h, short, max_long);
+                Plan::resize_crop(rw, rh, 0, 0, rw, rh)
+            }
+            ResizeRule::Letterbox { size, fill } => {
+                // Ultralytics LetterBox(center=True): r = min(new/h, new/w), unpadded size
+                // round(w*r) x round(h*r), top/left padding round(d/2 - 0.1).
+                let r = (f64::from(size) / f64::from(h)).min(f64::from(size) / f64::from(w));
+                let rw = ((f64::from(w) * r).round() as u32).clamp(1, size);
+                let rh = ((f64::from(h) * r).round() as u32).clamp(1, size);
+                let pad = |d: u32| (f64::from(size - d) / 2.0 - 0.1).round().max(0.0) as u32;
                 Plan {
-                    resized_w: rw,
-                    resized_h: rh,
-                    crop_x: 0,
-                    crop_y: 0,
-                    out_w: rw,
-                    out_h: rh,
+                    pad_x: pad(rw),
+                    pad_y: pad(rh),
+                    fill,
+                    ..Plan::resize_crop(rw, rh, 0, 0, size, size)
                 }
             }
         }
     }
 
-    /// Resizes `src` (or the `area` of it), crops, and normalises into a pooled `[3, H, W]`
-    /// tensor. `resizer` and `scratch` are per-thread reusable buffers.
+    /// Resizes `src`, crops or pads, and normalises into a pooled `[3, H, W]` tensor.
+    /// `resizer` and `scratch` are per-thread reusable buffers.
     pub fn run(
         &self,
         src: &image::RgbImage,
-        area: Option<SourceBox>,
         resizer: &mut Resizer,
         scratch: &mut Vec<u8>,
         pool: &TensorPool,
     ) -> Result<PooledTensor, ResizeError> {
-        let (sw, sh) = match &area {
-            Some(b) => (
-                (b.x1 - b.x0).round().max(1.0) as u32,
-                (b.y1 - b.y0).round().max(1.0) as u32,
-            ),
-            None => src.dimensions(),
-        };
-        let plan = self.plan(sw, sh);
+        let plan = self.plan(src.width(), src.height());
         let len = plan.resized_w as usize * plan.resized_h as usize * 3;
         scratch.clear();
         scratch.resize(len, 0);
@@ -155,7 +191,7 @@ impl Preprocess {
             src.as_raw(),
             src.width(),
             src.height(),
-            area,
+            None,
             scratch,
             plan.resized_w,
             plan.resized_h,
@@ -167,15 +203,27 @@ impl Preprocess {
     /// Copies the plan's window of an RGB8 buffer into a planar normalised tensor.
     fn normalize_window(&self, rgb: &[u8], plan: &Plan, pool: &TensorPool) -> PooledTensor {
         let (ow, oh) = (plan.out_w as usize, plan.out_h as usize);
+        let (px, py) = (plan.pad_x as usize, plan.pad_y as usize);
+        // The window copied from the resized image (all of the output unless padded).
+        let (cw, ch) = (
+            ow.min(plan.resized_w as usize),
+            oh.min(plan.resized_h as usize),
+        );
         let stride = plan.resized_w as usize * 3;
+        let fill = plan.fill as usize;
         pool.tensor([3, oh, ow], |data| {
             data.resize(3 * oh * ow, 0.0);
             let (r, rest) = data.split_at_mut(oh * ow);
             let (g, b) = rest.split_at_mut(oh * ow);
-            for y in 0..oh {
+            if cw < ow || ch < oh {
+                r.fill(self.lut[0][fill]);
+                g.fill(self.lut[1][fill]);
+                b.fill(self.lut[2][fill]);
+            }
+            for y in 0..ch {
                 let row_start = (plan.crop_y as usize + y) * stride + plan.crop_x as usize * 3;
-                let row = &rgb[row_start..row_start + ow * 3];
-                let out = y * ow;
+                let row = &rgb[row_start..row_start + cw * 3];
+                let out = (py + y) * ow + px;
                 for (x, px) in row.chunks_exact(3).enumerate() {
                     r[out + x] = self.lut[0][px[0] as usize];
                     g[out + x] = self.lut[1][px[1] as usize];
@@ -259,6 +307,44 @@ mod tests {
     }
 
     #[test]
+    fn letterbox_matches_ultralytics() {
+        let p = Preprocess::new(
+            ResizeRule::Letterbox {
+                size: 640,
+                fill: 114,
+            },
+            Filter::Bilinear,
+            UNIT,
+        );
+        // 1280x720: r = 0.5 -> 640x360, vertical padding (640-360)/2 = 140.
+        let plan = p.plan(1280, 720);
+        assert_eq!(
+            (plan.resized_w, plan.resized_h, plan.pad_x, plan.pad_y),
+            (640, 360, 0, 140)
+        );
+        let img = image::RgbImage::from_pixel(4, 2, image::Rgb([255, 0, 0]));
+        let small = Preprocess::new(
+            ResizeRule::Letterbox { size: 8, fill: 114 },
+            Filter::Bilinear,
+            UNIT,
+        );
+        let t = small
+            .run(
+                &img,
+                &mut Resizer::new(),
+                &mut Vec::new(),
+                &TensorPool::new(),
+            )
+            .unwrap();
+        assert_eq!(t.shape(), [3, 8, 8]);
+        let d = t.data();
+        // Row 0 is padding (114/255); rows 2..6 hold the red image.
+        assert!((d[0] - 114.0 / 255.0).abs() < 1e-6);
+        assert!((d[2 * 8] - 1.0).abs() < 1e-6);
+        assert!((d[64 + 2 * 8]).abs() < 1e-6);
+    }
+
+    #[test]
     fn normalisation_table() {
         let p = Preprocess::new(
             ResizeRule::ShortSideMaxLong {
@@ -271,7 +357,7 @@ mod tests {
         let img = image::RgbImage::from_pixel(2, 2, image::Rgb([255, 0, 128]));
         let pool = TensorPool::new();
         let t = p
-            .run(&img, None, &mut Resizer::new(), &mut Vec::new(), &pool)
+            .run(&img, &mut Resizer::new(), &mut Vec::new(), &pool)
             .unwrap();
         assert_eq!(t.shape(), [3, 2, 2]);
         let d = t.data();

@@ -1,4 +1,4 @@
-//! Byte-exact re-implementation of Pillow's convolution resampling
+//! Byte-exact re-implementation of Pillow 13's convolution resampling
 //! (`Image.resize(size, resample, box)`, libImaging `Resample.c`) for RGB8 images.
 //!
 //! The models behind the service were trained on Pillow-preprocessed inputs, so the
@@ -8,10 +8,11 @@
 //! * per output sample the filter is evaluated over the support scaled by the
 //!   downscale factor (antialiasing), normalised by the sum of the weights, then
 //!   rounded to 22-bit fixed point (`PRECISION_BITS = 32 - 8 - 2`);
-//! * the horizontal pass (only over the source rows the vertical pass will read) runs
-//!   first and is rounded and clipped to `u8`, then the vertical pass; a pass is
-//!   skipped when its axis is unchanged; an integral box of exactly the output size is
-//!   a plain crop.
+//! * each pass rounds and clips to `u8`. The horizontal pass (over only the source
+//!   rows the vertical pass reads) runs first, unless the height shrinks by more
+//!   than twice as many pixels as the width, in which case the vertical pass runs
+//!   first over every column. A pass whose axis is unchanged is skipped, and an
+//!   integral box of exactly the output size is a plain crop.
 
 use thiserror::Error;
 
@@ -23,8 +24,8 @@ const HALF: i32 = 1 << (PRECISION_BITS - 1);
 /// Largest accepted width or height; keeps every coordinate exact in `f32`.
 pub const MAX_DIMENSION: u32 = 1 << 24;
 
-/// Resampling filters with Pillow's exact semantics (`Image.Resampling.BILINEAR` and
-/// `Image.Resampling.BICUBIC`, the latter with `a = -0.5`).
+/// Resampling filters with Pillow's exact semantics (`Image.Resampling.BILINEAR`
+/// and `Image.Resampling.BICUBIC`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Filter {
     /// Triangle filter, support 1 (scaled by the downscale factor).
@@ -42,8 +43,7 @@ impl Filter {
         }
     }
 
-    /// Kernel value at `x`; the operation order mirrors Pillow so results are
-    /// bit-identical in `f64`.
+    /// Kernel value at `x`, with Pillow's operation order so `f64` results match.
     fn weight(self, x: f64) -> f64 {
         let x = x.abs();
         match self {
@@ -56,7 +56,7 @@ impl Filter {
 }
 
 /// A source rectangle in pixel coordinates (Pillow's `box`): `x0 <= x < x1`,
-/// `y0 <= y < y1`. Fractional values are allowed and, as in Pillow, are rounded to
+/// `y0 <= y < y1`. Fractional values are allowed; as in Pillow they are rounded to
 /// `f32` before use.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SourceBox {
@@ -70,59 +70,30 @@ pub struct SourceBox {
     pub y1: f64,
 }
 
-/// Why a resize request was rejected; every input is validated up front so the
-/// resampler itself cannot panic.
+/// Why a resize request was rejected. All inputs are validated up front, so the
+/// resampler itself cannot panic. Size errors carry (buffer, width, height) with
+/// buffer `"source"` or `"destination"`.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum ResizeError {
-    /// A source or destination dimension is zero.
-    #[error("{which} size {width}x{height} has a zero dimension")]
-    ZeroSize {
-        /// `"source"` or `"destination"`.
-        which: &'static str,
-        /// Width in pixels.
-        width: u32,
-        /// Height in pixels.
-        height: u32,
-    },
-    /// A dimension exceeds [`MAX_DIMENSION`] or the buffer size overflows `usize`.
-    #[error("{which} size {width}x{height} is too large (max {MAX_DIMENSION} per side)")]
-    TooLarge {
-        /// `"source"` or `"destination"`.
-        which: &'static str,
-        /// Width in pixels.
-        width: u32,
-        /// Height in pixels.
-        height: u32,
-    },
-    /// A buffer's length is not `width * height * 3`.
-    #[error("{which} buffer holds {actual} bytes, expected {expected} (RGB8)")]
-    BufferLength {
-        /// `"source"` or `"destination"`.
-        which: &'static str,
-        /// Required length in bytes.
-        expected: usize,
-        /// Length actually passed.
-        actual: usize,
-    },
-    /// The box has a NaN or infinite coordinate.
-    #[error("source box {0:?} has a non-finite coordinate")]
-    NonFiniteBox(SourceBox),
-    /// The box reaches outside `(0, 0, src_w, src_h)`.
-    #[error("source box {area:?} lies outside the {width}x{height} image")]
-    BoxOutOfBounds {
-        /// The offending box.
-        area: SourceBox,
-        /// Source width.
-        width: u32,
-        /// Source height.
-        height: u32,
-    },
-    /// The box has zero or negative width or height.
+    /// A width or height is zero.
+    #[error("{0} size {1}x{2} has a zero side")]
+    ZeroSize(&'static str, u32, u32),
+    /// A side exceeds [`MAX_DIMENSION`] or the byte size overflows `usize`.
+    #[error("{0} size {1}x{2} is too large (max {MAX_DIMENSION} per side)")]
+    TooLarge(&'static str, u32, u32),
+    /// A buffer's length (second field) is not `width * height * 3` (third field).
+    #[error("{0} buffer holds {1} bytes, expected {2} (RGB8)")]
+    BufferLength(&'static str, usize, usize),
+    /// The box (after rounding to `f32`) is not finite or leaves the source image.
+    #[error("source box {0:?} is not inside the source image")]
+    BoxOutOfBounds(SourceBox),
+    /// The box has zero or negative width or height (Pillow accepts a zero-width
+    /// box and smears one column; the service never wants that).
     #[error("source box {0:?} is empty")]
     EmptyBox(SourceBox),
 }
 
-/// Source span and coefficient location of one output sample.
+/// Source window and weight location of one output sample.
 #[derive(Debug, Clone, Copy)]
 struct Span {
     /// First source index read.
@@ -138,12 +109,14 @@ struct Span {
 struct Taps {
     spans: Vec<Span>,
     coeffs: Vec<i32>,
-    /// Unnormalised `f64` weights of the sample being computed.
+    /// Unnormalised weights of the sample being computed.
     weights: Vec<f64>,
+    /// Scratch for [`Taps::make_uniform`].
+    padded: Vec<i32>,
 }
 
 impl Taps {
-    /// Computes Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for mapping
+    /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc`: weights mapping
     /// `[in0, in1)` of an axis of `in_size` samples onto `out_size` samples.
     fn compute(&mut self, in_size: u32, in0: f32, in1: f32, out_size: u32, filter: Filter) {
         self.spans.clear();
@@ -152,31 +125,50 @@ impl Taps {
         let filterscale = scale.max(1.0);
         let support = filter.support() * filterscale;
         let inv_filterscale = 1.0 / filterscale;
-        let in_size = i64::from(in_size);
         for xx in 0..out_size {
             let center = f64::from(in0) + (f64::from(xx) + 0.5) * scale;
             // `as` truncates toward zero, exactly like Pillow's `(int)` casts.
-            let xmax = ((center + support + 0.5) as i64).min(in_size);
+            let xmax = ((center + support + 0.5) as i64).min(i64::from(in_size));
             let xmin = ((center - support + 0.5) as i64).clamp(0, xmax);
             self.weights.clear();
             self.weights.extend(
                 (xmin..xmax).map(|x| filter.weight((x as f64 - center + 0.5) * inv_filterscale)),
             );
-            let total: f64 = self.weights.iter().fold(0.0, |sum, &w| sum + w);
+            let total = self.weights.iter().fold(0.0, |sum, &w| sum + w);
             let coeff = self.coeffs.len();
             for &w in &self.weights {
                 let w = if total != 0.0 { w / total } else { w };
                 let fixed = w * f64::from(1u32 << PRECISION_BITS);
-                // Round half away from zero, then truncate: Pillow's normalisation.
+                // Round half away from zero, then truncate, as Pillow does.
                 self.coeffs
                     .push(if w < 0.0 { fixed - 0.5 } else { fixed + 0.5 } as i32);
             }
-            self.spans.push(Span {
-                start: usize::try_from(xmin).unwrap_or(0),
-                coeff,
-                len: self.coeffs.len() - coeff,
-            });
+            let start = usize::try_from(xmin).unwrap_or(0);
+            let len = self.coeffs.len() - coeff;
+            self.spans.push(Span { start, coeff, len });
         }
+    }
+
+    /// Pads every span with zero weights to the widest span's tap count, shifting
+    /// windows left at the far edge so they stay inside `in_size`. Zero terms leave
+    /// the integer sums unchanged; a uniform count lets the horizontal pass unroll.
+    fn make_uniform(&mut self, in_size: usize) {
+        let k = self.spans.iter().map(|s| s.len).max().unwrap_or(0);
+        self.padded.clear();
+        self.padded.resize(self.spans.len() * k, 0);
+        for (i, span) in self.spans.iter_mut().enumerate() {
+            let start = span.start.min(in_size.saturating_sub(k));
+            let at = i * k + (span.start - start);
+            let weights = &self.coeffs[span.coeff..span.coeff + span.len];
+            self.padded[at..at + span.len].copy_from_slice(weights);
+            let coeff = i * k;
+            *span = Span {
+                start,
+                coeff,
+                len: k,
+            };
+        }
+        std::mem::swap(&mut self.coeffs, &mut self.padded);
     }
 }
 
@@ -186,7 +178,7 @@ impl Taps {
 pub struct Resizer {
     horizontal: Taps,
     vertical: Taps,
-    /// Output of the horizontal pass (only the rows the vertical pass needs).
+    /// Output of the first pass.
     temp: Vec<u8>,
     /// One row of vertical-pass accumulators.
     acc: Vec<i32>,
@@ -198,10 +190,10 @@ impl Resizer {
         Self::default()
     }
 
-    /// Resizes an interleaved RGB8 image (`src.len() == src_w * src_h * 3`) into `dst`
-    /// (`dst.len() == dst_w * dst_h * 3`), byte-identical to Pillow's
-    /// `Image.resize((dst_w, dst_h), filter, box)` with `reducing_gap=None`.
-    /// `area` is Pillow's `box`; `None` means the whole image.
+    /// Resizes an interleaved RGB8 image (`src.len() == src_w * src_h * 3`) into
+    /// `dst` (`dst.len() == dst_w * dst_h * 3`), byte-identical to Pillow's
+    /// `Image.resize((dst_w, dst_h), filter, box)` (`reducing_gap=None`). `area` is
+    /// Pillow's `box`; `None` means the whole image.
     #[allow(clippy::too_many_arguments)]
     pub fn resize_rgb8(
         &mut self,
@@ -217,14 +209,11 @@ impl Resizer {
         check_buffer("source", src.len(), src_w, src_h)?;
         check_buffer("destination", dst.len(), dst_w, dst_h)?;
         let [x0, y0, x1, y1] = narrow_box(area, src_w, src_h)?;
-        let (sw, dw) = (src_w as usize, dst_w as usize);
+        let (sw, dw, dh) = (src_w as usize, dst_w as usize, dst_h as usize);
+        let (fw, fh) = (dst_w as f32, dst_h as f32);
 
         // Pillow's shortcut: an integral box of exactly the output size is a crop.
-        if x0 == x0.trunc()
-            && y0 == y0.trunc()
-            && x1 - x0 == dst_w as f32
-            && y1 - y0 == dst_h as f32
-        {
+        if x0 == x0.trunc() && y0 == y0.trunc() && x1 - x0 == fw && y1 - y0 == fh {
             let (cx, cy) = (x0 as usize, y0 as usize);
             for (row, out) in dst.chunks_exact_mut(dw * 3).enumerate() {
                 let start = ((cy + row) * sw + cx) * 3;
@@ -233,101 +222,82 @@ impl Resizer {
             return Ok(());
         }
 
-        let need_h = dst_w != src_w || x0 != 0.0 || x1 != dst_w as f32;
-        let need_v = dst_h != src_h || y0 != 0.0 || y1 != dst_h as f32;
+        let need_h = dst_w != src_w || x0 != 0.0 || x1 != fw;
+        let need_v = dst_h != src_h || y0 != 0.0 || y1 != fh;
         if need_h {
             self.horizontal.compute(src_w, x0, x1, dst_w, filter);
+            self.horizontal.make_uniform(sw);
         }
-        if !need_v {
-            // Unchanged rows: the horizontal pass writes straight into `dst`.
-            horizontal_pass(src, sw, 0, &self.horizontal, dst);
-            return Ok(());
+        if need_v {
+            self.vertical.compute(src_h, y0, y1, dst_h, filter);
         }
-        self.vertical.compute(src_h, y0, y1, dst_h, filter);
-        if !need_h {
-            vertical_pass(src, sw * 3, 0, &self.vertical, dst, &mut self.acc);
-            return Ok(());
-        }
-        // Only the source rows the vertical pass reads go through the first pass.
-        let first = self.vertical.spans.first().map_or(0, |s| s.start);
-        let last = self.vertical.spans.last().map_or(0, |s| s.start + s.len);
-        self.temp.clear();
-        self.temp.resize(last.saturating_sub(first) * dw * 3, 0);
-        horizontal_pass(src, sw, first, &self.horizontal, &mut self.temp);
-        vertical_pass(
-            &self.temp,
-            dw * 3,
-            first,
+        // Pillow 13 order rule; it uses the full image sizes, not the box's.
+        let shrink_h = i64::from(src_h) - i64::from(dst_h);
+        let vertical_first = shrink_h > 0 && shrink_h > 2 * (i64::from(src_w) - i64::from(dst_w));
+        let (h, v, acc, temp) = (
+            &self.horizontal,
             &self.vertical,
-            dst,
             &mut self.acc,
+            &mut self.temp,
         );
+        match (need_h, need_v) {
+            // Unreachable after the crop shortcut, kept for completeness.
+            (false, false) => dst.copy_from_slice(src),
+            (true, false) => horizontal_pass(src, sw, h, dst),
+            (false, true) => vertical_pass(src, 0, v, dst, acc),
+            (true, true) if vertical_first => {
+                temp.clear();
+                temp.resize(sw * 3 * dh, 0);
+                vertical_pass(src, 0, v, temp, acc);
+                horizontal_pass(temp, sw, h, dst);
+            }
+            (true, true) => {
+                let first = v.spans.first().map_or(0, |s| s.start);
+                let last = v.spans.last().map_or(0, |s| s.start + s.len);
+                temp.clear();
+                temp.resize(last.saturating_sub(first) * dw * 3, 0);
+                horizontal_pass(&src[first * sw * 3..], sw, h, temp);
+                vertical_pass(temp, first, v, dst, acc);
+            }
+        }
         Ok(())
     }
 }
 
-/// Validates dimensions and that `len == width * height * 3`.
-fn check_buffer(
-    which: &'static str,
-    len: usize,
-    width: u32,
-    height: u32,
-) -> Result<(), ResizeError> {
-    if width == 0 || height == 0 {
-        return Err(ResizeError::ZeroSize {
-            which,
-            width,
-            height,
-        });
+/// Validates dimensions and that `len == w * h * 3`.
+fn check_buffer(which: &'static str, len: usize, w: u32, h: u32) -> Result<(), ResizeError> {
+    if w == 0 || h == 0 {
+        return Err(ResizeError::ZeroSize(which, w, h));
     }
-    let too_large = ResizeError::TooLarge {
-        which,
-        width,
-        height,
-    };
-    if width > MAX_DIMENSION || height > MAX_DIMENSION {
+    let too_large = ResizeError::TooLarge(which, w, h);
+    if w > MAX_DIMENSION || h > MAX_DIMENSION {
         return Err(too_large);
     }
-    let expected = (width as usize)
-        .checked_mul(height as usize)
-        .and_then(|n| n.checked_mul(3))
-        .ok_or(too_large)?;
-    if len != expected {
-        return Err(ResizeError::BufferLength {
-            which,
-            expected,
-            actual: len,
-        });
+    let expected = (w as usize)
+        .checked_mul(h as usize)
+        .and_then(|n| n.checked_mul(3));
+    match expected {
+        None => Err(too_large),
+        Some(n) if n != len => Err(ResizeError::BufferLength(which, len, n)),
+        Some(_) => Ok(()),
     }
-    Ok(())
 }
 
-/// Narrows the box to `f32` as Pillow does and applies its bounds checks (plus a
-/// rejection of empty and non-finite boxes, which Pillow would process as garbage).
+/// Narrows the box to `f32` as Pillow does and applies Pillow's bounds checks, plus
+/// rejection of non-finite and empty boxes.
 fn narrow_box(area: Option<SourceBox>, width: u32, height: u32) -> Result<[f32; 4], ResizeError> {
     let Some(area) = area else {
         return Ok([0.0, 0.0, width as f32, height as f32]);
     };
-    let b = [
-        area.x0 as f32,
-        area.y0 as f32,
-        area.x1 as f32,
-        area.y1 as f32,
-    ];
-    if !b.iter().all(|v| v.is_finite()) {
-        return Err(ResizeError::NonFiniteBox(area));
+    let [x0, y0, x1, y1] = [area.x0, area.y0, area.x1, area.y1].map(|v| v as f32);
+    let inside = x0 >= 0.0 && y0 >= 0.0 && x1 <= width as f32 && y1 <= height as f32;
+    if !inside || ![x0, y0, x1, y1].iter().all(|v| v.is_finite()) {
+        return Err(ResizeError::BoxOutOfBounds(area));
     }
-    if b[0] < 0.0 || b[1] < 0.0 || b[2] > width as f32 || b[3] > height as f32 {
-        return Err(ResizeError::BoxOutOfBounds {
-            area,
-            width,
-            height,
-        });
-    }
-    if b[2] - b[0] <= 0.0 || b[3] - b[1] <= 0.0 {
+    if x1 - x0 <= 0.0 || y1 - y0 <= 0.0 {
         return Err(ResizeError::EmptyBox(area));
     }
-    Ok(b)
+    Ok([x0, y0, x1, y1])
 }
 
 /// Pillow's `clip8`: drop the fraction bits (arithmetic shift) and saturate.
@@ -336,43 +306,45 @@ fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// Horizontal convolution of source rows `first..` (as many as `out` holds) of an
-/// RGB8 image `src_w` pixels wide. Sums stay far inside `i32`: every normalised
-/// weight set has an absolute sum well below 2, so `|acc| < 255 * 2^23 + 2^21`.
-fn horizontal_pass(src: &[u8], src_w: usize, first: usize, taps: &Taps, out: &mut [u8]) {
-    let out_row_len = taps.spans.len() * 3;
-    if out_row_len == 0 {
-        return;
+/// Horizontal convolution of the rows of `src` (RGB8, `src_w` pixels wide) into the
+/// rows of `out`, with uniform taps (see [`Taps::make_uniform`]). Common tap counts
+/// get a constant trip count so the tap loop unrolls.
+fn horizontal_pass(src: &[u8], src_w: usize, taps: &Taps, out: &mut [u8]) {
+    match taps.spans.first().map_or(0, |s| s.len) {
+        2 => horizontal_kernel(src, src_w, taps, out, 2),
+        3 => horizontal_kernel(src, src_w, taps, out, 3),
+        4 => horizontal_kernel(src, src_w, taps, out, 4),
+        5 => horizontal_kernel(src, src_w, taps, out, 5),
+        6 => horizontal_kernel(src, src_w, taps, out, 6),
+        k => horizontal_kernel(src, src_w, taps, out, k),
     }
-    let rows = src.chunks_exact(src_w * 3).skip(first);
-    for (out_row, in_row) in out.chunks_exact_mut(out_row_len).zip(rows) {
+}
+
+/// Body of [`horizontal_pass`] for `k` taps per output pixel. Sums stay far inside
+/// `i32`: each normalised weight set has an absolute sum below 2.
+#[inline(always)]
+fn horizontal_kernel(src: &[u8], src_w: usize, taps: &Taps, out: &mut [u8], k: usize) {
+    let rows = src.chunks_exact(src_w * 3);
+    for (out_row, in_row) in out.chunks_exact_mut(taps.spans.len() * 3).zip(rows) {
         for (px, span) in out_row.chunks_exact_mut(3).zip(&taps.spans) {
-            let pixels = &in_row[span.start * 3..(span.start + span.len) * 3];
-            let weights = &taps.coeffs[span.coeff..span.coeff + span.len];
+            let pixels = &in_row[span.start * 3..][..k * 3];
+            let weights = &taps.coeffs[span.coeff..][..k];
             let (mut r, mut g, mut b) = (HALF, HALF, HALF);
             for (p, &w) in pixels.chunks_exact(3).zip(weights) {
                 r += i32::from(p[0]) * w;
                 g += i32::from(p[1]) * w;
                 b += i32::from(p[2]) * w;
             }
-            px[0] = clip8(r);
-            px[1] = clip8(g);
-            px[2] = clip8(b);
+            px.copy_from_slice(&[clip8(r), clip8(g), clip8(b)]);
         }
     }
 }
 
-/// Vertical convolution; `src` holds rows starting at source row `first`. Integer
-/// sums are order-independent, so accumulating whole rows gives Pillow's exact
-/// result with cache-friendly access.
-fn vertical_pass(
-    src: &[u8],
-    row_len: usize,
-    first: usize,
-    taps: &Taps,
-    out: &mut [u8],
-    acc: &mut Vec<i32>,
-) {
+/// Vertical convolution into `out` (one row per span); `src` holds rows of the same
+/// length starting at source row `first`. Integer sums are order-independent, so
+/// accumulating whole rows gives Pillow's exact result with vectorisable access.
+fn vertical_pass(src: &[u8], first: usize, taps: &Taps, out: &mut [u8], acc: &mut Vec<i32>) {
+    let row_len = out.len() / taps.spans.len().max(1);
     for (out_row, span) in out.chunks_exact_mut(row_len).zip(&taps.spans) {
         acc.clear();
         acc.resize(row_len, HALF);
@@ -394,19 +366,26 @@ fn vertical_pass(
 mod tests {
     use super::*;
 
+    const FILTERS: [Filter; 2] = [Filter::Bilinear, Filter::Bicubic];
+    type Size = (u32, u32);
+    type ErrorCase<'a> = (&'a [u8], u32, Option<SourceBox>, usize, u32, &'a str);
+
+    /// Resizes `src` to `(dw, dh)` with a fresh resizer, asserting success.
     fn run(
         src: &[u8],
-        sw: u32,
-        sh: u32,
+        (sw, sh): Size,
         area: Option<SourceBox>,
-        dw: u32,
-        dh: u32,
+        (dw, dh): Size,
         f: Filter,
     ) -> Vec<u8> {
         let mut dst = vec![0; (dw * dh * 3) as usize];
         let result = Resizer::new().resize_rgb8(src, sw, sh, area, &mut dst, dw, dh, f);
         assert_eq!(result, Ok(()));
         dst
+    }
+
+    fn bx(x0: f64, y0: f64, x1: f64, y1: f64) -> Option<SourceBox> {
+        Some(SourceBox { x0, y0, x1, y1 })
     }
 
     fn noise(len: usize) -> Vec<u8> {
@@ -416,122 +395,79 @@ mod tests {
     #[test]
     fn identity_size_copies_input() {
         let src = noise(13 * 7 * 3);
-        for f in [Filter::Bilinear, Filter::Bicubic] {
-            assert_eq!(run(&src, 13, 7, None, 13, 7, f), src);
-            let full = SourceBox {
-                x0: 0.0,
-                y0: 0.0,
-                x1: 13.0,
-                y1: 7.0,
-            };
-            assert_eq!(run(&src, 13, 7, Some(full), 13, 7, f), src);
+        for f in FILTERS {
+            assert_eq!(run(&src, (13, 7), None, (13, 7), f), src);
+            assert_eq!(run(&src, (13, 7), bx(0.0, 0.0, 13.0, 7.0), (13, 7), f), src);
         }
     }
 
     #[test]
     fn integral_box_of_output_size_is_a_crop() {
         let src = noise(10 * 8 * 3);
-        let area = SourceBox {
-            x0: 2.0,
-            y0: 3.0,
-            x1: 6.0,
-            y1: 5.0,
-        };
-        let out = run(&src, 10, 8, Some(area), 4, 2, Filter::Bicubic);
-        let expected: Vec<u8> = (3..5)
-            .flat_map(|y| src[(y * 10 + 2) * 3..(y * 10 + 6) * 3].to_vec())
-            .collect();
-        assert_eq!(out, expected);
+        let rows = (3..5).map(|y| &src[(y * 10 + 2) * 3..(y * 10 + 6) * 3]);
+        let expected: Vec<u8> = rows.flatten().copied().collect();
+        let area = bx(2.0, 3.0, 6.0, 5.0);
+        assert_eq!(run(&src, (10, 8), area, (4, 2), Filter::Bicubic), expected);
     }
 
     #[test]
     fn solid_colour_is_preserved() {
         let colour = [12u8, 200, 255];
         let src: Vec<u8> = colour.iter().copied().cycle().take(37 * 23 * 3).collect();
-        let area = Some(SourceBox {
-            x0: 1.5,
-            y0: 2.25,
-            x1: 30.75,
-            y1: 20.0,
-        });
-        for f in [Filter::Bilinear, Filter::Bicubic] {
-            for (dw, dh, a) in [
-                (80, 50, None),
-                (9, 5, None),
-                (37, 60, None),
-                (50, 23, None),
-                (17, 41, area),
-            ] {
-                let out = run(&src, 37, 23, a, dw, dh, f);
-                assert!(out.chunks_exact(3).all(|p| p == colour), "{f:?} {dw}x{dh}");
+        // Up, down, one axis only, vertical-first order, and a fractional box.
+        let mut cases = [(80, 50), (9, 5), (37, 60), (50, 23), (36, 4)]
+            .map(|s| (s, None))
+            .to_vec();
+        cases.push(((17, 41), bx(1.5, 2.25, 30.75, 20.0)));
+        for f in FILTERS {
+            for &(size, area) in &cases {
+                let out = run(&src, (37, 23), area, size, f);
+                assert!(out.chunks_exact(3).all(|p| p == colour), "{f:?} {size:?}");
             }
         }
     }
 
     #[test]
     fn halving_two_pixels_rounds_half_up() {
-        // Weights 0.5/0.5 -> (0 + 255) / 2 = 127.5, which Pillow rounds to 128.
+        // Weights 0.5 / 0.5: (0 + 255) / 2 = 127.5, which Pillow rounds to 128.
         let out = run(
             &[0, 0, 0, 255, 255, 255],
-            2,
-            1,
+            (2, 1),
             None,
-            1,
-            1,
+            (1, 1),
             Filter::Bilinear,
         );
-        assert_eq!(out, [128, 128, 128]);
+        assert_eq!(out, [128; 3]);
     }
 
     #[test]
     fn invalid_requests_are_rejected() {
-        let mut r = Resizer::new();
-        let src = vec![0u8; 4 * 4 * 3];
+        let src = noise(4 * 4 * 3);
         let mut dst = vec![0u8; 2 * 2 * 3];
-        let mut go = |src: &[u8], sw, area, dst: &mut [u8], dw| {
-            r.resize_rgb8(src, sw, 4, area, dst, dw, 2, Filter::Bilinear)
-        };
-        assert!(matches!(
-            go(&[], 0, None, &mut dst, 2),
-            Err(ResizeError::ZeroSize { .. })
-        ));
-        assert!(matches!(
-            go(&src, 4, None, &mut [], 0),
-            Err(ResizeError::ZeroSize { .. })
-        ));
-        assert!(matches!(
-            go(&src[1..], 4, None, &mut dst, 2),
-            Err(ResizeError::BufferLength { .. })
-        ));
-        assert!(matches!(
-            go(&src, 4, None, &mut dst[1..], 2),
-            Err(ResizeError::BufferLength { .. })
-        ));
-        assert!(matches!(
-            go(&src, u32::MAX, None, &mut dst, 2),
-            Err(ResizeError::TooLarge { .. })
-        ));
-        let bx = |x0, y0, x1, y1| Some(SourceBox { x0, y0, x1, y1 });
-        for area in [
-            bx(-1.0, 0.0, 2.0, 2.0),
-            bx(0.0, 0.0, 4.5, 2.0),
-            bx(0.0, 0.0, 2.0, 4.01),
-        ] {
-            assert!(matches!(
-                go(&src, 4, area, &mut dst, 2),
-                Err(ResizeError::BoxOutOfBounds { .. })
-            ));
+        let (ok, nan) = (bx(0.5, 0.5, 3.5, 3.5), bx(f64::NAN, 0.0, 2.0, 2.0));
+        let cases: [ErrorCase; 11] = [
+            (&[], 0, None, 12, 2, "ZeroSize"),
+            (&src, 4, None, 0, 0, "ZeroSize"),
+            (&src[1..], 4, ok, 12, 2, "BufferLength"),
+            (&src, 4, ok, 11, 2, "BufferLength"),
+            (&src, u32::MAX, None, 12, 2, "TooLarge"),
+            (&src, 4, bx(-1.0, 0.0, 2.0, 2.0), 12, 2, "BoxOutOfBounds"),
+            (&src, 4, bx(0.0, 0.0, 4.5, 2.0), 12, 2, "BoxOutOfBounds"),
+            (&src, 4, bx(0.0, 0.0, 2.0, 4.01), 12, 2, "BoxOutOfBounds"),
+            (&src, 4, nan, 12, 2, "BoxOutOfBounds"),
+            (&src, 4, bx(2.0, 0.0, 2.0, 2.0), 12, 2, "EmptyBox"),
+            (&src, 4, bx(0.0, 3.0, 4.0, 1.0), 12, 2, "EmptyBox"),
+        ];
+        let mut resizer = Resizer::new();
+        for (input, sw, area, len, dw, expected) in cases {
+            let result =
+                resizer.resize_rgb8(input, sw, 4, area, &mut dst[..len], dw, 2, FILTERS[1]);
+            let err = format!("{:?}", result.err());
+            assert!(
+                err.starts_with(&format!("Some({expected}")),
+                "{err} for {area:?}"
+            );
         }
-        for area in [bx(2.0, 0.0, 2.0, 2.0), bx(0.0, 3.0, 4.0, 1.0)] {
-            assert!(matches!(
-                go(&src, 4, area, &mut dst, 2),
-                Err(ResizeError::EmptyBox(_))
-            ));
-        }
-        let nan = bx(f64::NAN, 0.0, 2.0, 2.0);
-        assert!(matches!(
-            go(&src, 4, nan, &mut dst, 2),
-            Err(ResizeError::NonFiniteBox(_))
-        ));
+        assert_eq!(dst, [0; 12], "rejected calls must not write");
     }
 }

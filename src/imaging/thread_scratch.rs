@@ -35,6 +35,6 @@ pub fn to_tensor(
 ) -> Result<PooledTensor, ResizeError> {
     SCRATCH.with(|s| {
         let s = &mut *s.borrow_mut();
-        preprocess.run(image, None, &mut s.resizer, &mut s.resized, pool)
+        preprocess.run(image, &mut s.resizer, &mut s.resized, pool)
     })
 }

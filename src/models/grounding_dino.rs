@@ -19,7 +19,32 @@ use super::manifest::DetectorIo;
 /// One (image, caption) pair. The image tensor is shared by every caption asked of it.
 pub struct DetectorItem {
     pub image: Arc<PooledTensor>,
+    /// Caption tokens (empty for closed-set detectors).
     pub input_ids: Arc<[i64]>,
+    /// How the image was letterboxed, for detectors whose boxes are in input pixels.
+    pub letterbox: Option<Letterbox>,
+}
+
+/// Geometry of a letterboxed input: `input = source * gain + pad`.
+#[derive(Debug, Clone, Copy)]
+pub struct Letterbox {
+    pub gain: f32,
+    pub pad_x: f32,
+    pub pad_y: f32,
+    pub src_w: f32,
+    pub src_h: f32,
+}
+
+impl Default for Letterbox {
+    fn default() -> Self {
+        Self {
+            gain: 1.0,
+            pad_x: 0.0,
+            pad_y: 0.0,
+            src_w: 1.0,
+            src_h: 1.0,
+        }
+    }
 }
 
 impl Batchable for DetectorItem {}

@@ -5,6 +5,7 @@
 use ort::session::Session;
 use ort::value::TensorRef;
 
+use super::manifest::Pooling;
 use crate::batcher::{BackendError, BatchModel, Batchable};
 use crate::imaging::PooledTensor;
 
@@ -21,16 +22,19 @@ pub struct ImageModel {
     session: Session,
     input: String,
     output: String,
+    pooling: Pooling,
     batch: Vec<f32>,
 }
 
 impl ImageModel {
-    /// Wraps a session; `input`/`output` are the tensor names from the manifest.
-    pub fn new(session: Session, input: String, output: String) -> Self {
+    /// Wraps a session; `input`/`output` are the tensor names from the manifest, `pooling`
+    /// how a `[B,T,D]` output becomes one vector per image.
+    pub fn new(session: Session, input: String, output: String, pooling: Pooling) -> Self {
         Self {
             session,
             input,
             output,
+            pooling,
             batch: Vec::new(),
         }
     }
@@ -65,17 +69,69 @@ impl BatchModel for ImageModel {
         let (out_shape, data) = value
             .try_extract_tensor::<f32>()
             .map_err(|e| BackendError(e.to_string()))?;
-        split_rows(out_shape, data, batch.len())
+        split_rows(out_shape, data, batch.len(), self.pooling)
     }
 }
 
-/// Splits a `[B, ...]` output into one row per item.
-fn split_rows(shape: &[i64], data: &[f32], n: usize) -> Result<Vec<Vec<f32>>, BackendError> {
-    if shape.first().copied() != Some(n as i64) || !data.len().is_multiple_of(n) {
+/// Splits a `[B, ...]` output into one vector per item; with `Cls`/`Mean` pooling a `[B,T,D]`
+/// output gives token 0 / the mean over tokens.
+fn split_rows(
+    shape: &[i64],
+    data: &[f32],
+    n: usize,
+    pooling: Pooling,
+) -> Result<Vec<Vec<f32>>, BackendError> {
+    if shape.first().copied() != Some(n as i64) || n == 0 || !data.len().is_multiple_of(n) {
         return Err(BackendError(format!(
             "output shape {shape:?} does not match batch size {n}"
         )));
     }
     let per_item = data.len() / n;
-    Ok(data.chunks_exact(per_item).map(<[f32]>::to_vec).collect())
+    let rows = data.chunks_exact(per_item);
+    match (pooling, shape) {
+        (Pooling::None, _) => Ok(rows.map(<[f32]>::to_vec).collect()),
+        (Pooling::Cls, [_, _, d]) => Ok(rows.map(|r| r[..*d as usize].to_vec()).collect()),
+        (Pooling::Mean, [_, t, d]) => {
+            let (t, d) = (*t as usize, *d as usize);
+            Ok(rows
+                .map(|r| {
+                    let mut mean = vec![0.0f32; d];
+                    for tok in r.chunks_exact(d) {
+                        mean.iter_mut().zip(tok).for_each(|(m, v)| *m += v);
+                    }
+                    mean.iter_mut().for_each(|m| *m /= t as f32);
+                    mean
+                })
+                .collect())
+        }
+        _ => Err(BackendError(format!(
+            "pooling {pooling:?} needs a [B,T,D] output, got {shape:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooling_of_token_outputs() {
+        // B=2, T=2, D=2
+        let data = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+        let shape = [2, 2, 2];
+        assert_eq!(
+            split_rows(&shape, &data, 2, Pooling::Cls).unwrap(),
+            vec![vec![1.0, 2.0], vec![5.0, 6.0]]
+        );
+        assert_eq!(
+            split_rows(&shape, &data, 2, Pooling::Mean).unwrap(),
+            vec![vec![2.0, 3.0], vec![6.0, 7.0]]
+        );
+        assert_eq!(
+            split_rows(&[2, 4], &data, 2, Pooling::None).unwrap()[1],
+            vec![5.0, 6.0, 7.0, 8.0]
+        );
+        assert!(split_rows(&[2, 4], &data, 2, Pooling::Cls).is_err());
+        assert!(split_rows(&[3, 4], &data, 2, Pooling::None).is_err());
+    }
 }

@@ -39,14 +39,33 @@ pub struct Manifest {
     pub base_dir: PathBuf,
 }
 
-/// An open-vocabulary detector with the Grounding DINO Hugging Face export signature.
+/// Which detector family a manifest entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorKind {
+    /// Open-vocabulary Grounding DINO, Hugging Face export signature.
+    #[default]
+    GroundingDino,
+    /// Closed-set Ultralytics YOLO export (`images` -> `output0` [B, 4+C, N]).
+    Yolo,
+}
+
+/// A detector: Grounding DINO (any category) or a YOLO-style closed-set model.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorSpec {
     pub name: String,
+    #[serde(default)]
+    pub kind: DetectorKind,
     pub path: PathBuf,
-    /// `tokenizer.json` of the text encoder (bert-base-uncased for Grounding DINO).
-    pub tokenizer: PathBuf,
+    /// `tokenizer.json` of the text encoder (Grounding DINO: bert-base-uncased).
+    pub tokenizer: Option<PathBuf>,
+    /// Class names in output order (YOLO).
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// IoU above which a lower-scoring box of the same class is suppressed (YOLO NMS).
+    #[serde(default = "default_iou_threshold")]
+    pub iou_threshold: f32,
     /// Keep a query when the max over token columns of sigmoid(logits) exceeds this
     /// (0.35 in the PSR evaluation scripts).
     #[serde(default = "default_box_threshold")]
@@ -63,10 +82,13 @@ pub struct DetectorSpec {
     pub batching: BatchingSpec,
 }
 
-/// Tensor names of a Grounding DINO export (Hugging Face names by default).
+/// Tensor names of the detector export (Hugging Face Grounding DINO names, and the
+/// Ultralytics `images` / `output0` for YOLO).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectorIo {
+    pub images: String,
+    pub output: String,
     pub pixel_values: String,
     pub pixel_mask: String,
     pub input_ids: String,
@@ -79,6 +101,8 @@ pub struct DetectorIo {
 impl Default for DetectorIo {
     fn default() -> Self {
         Self {
+            images: "images".into(),
+            output: "output0".into(),
             pixel_values: "pixel_values".into(),
             pixel_mask: "pixel_mask".into(),
             input_ids: "input_ids".into(),
@@ -100,11 +124,27 @@ pub struct ImageModelSpec {
     #[serde(default = "default_image_input")]
     pub input: String,
     pub output: String,
+    /// How a token-sequence output `[B,T,D]` becomes one vector (DINOv2 `last_hidden_state`:
+    /// `cls`); `none` for outputs that already are `[B,D]` (DINO, CLIP `image_embeds`).
+    #[serde(default)]
+    pub pooling: Pooling,
     pub preprocess: PreprocessSpec,
     #[serde(default)]
     pub runtime: RuntimeSpec,
     #[serde(default)]
     pub batching: BatchingSpec,
+}
+
+/// See [`ImageModelSpec::pooling`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    #[default]
+    None,
+    /// Token 0.
+    Cls,
+    /// Mean over tokens.
+    Mean,
 }
 
 /// Resize, crop and normalisation of a model's input.
@@ -123,6 +163,7 @@ pub enum ResizeRuleSpec {
     CenterCrop { short_side: u32, crop: u32 },
     ShortSideMaxLong { short_side: u32, max_long_side: u32 },
     Squash { width: u32, height: u32 },
+    Letterbox { size: u32, fill: u8 },
 }
 
 /// Pillow resampling filter.
@@ -147,6 +188,8 @@ pub enum NormalizeSpec {
 pub enum NamedNormalize {
     Imagenet,
     Clip,
+    /// `x / 255` only.
+    Unit,
 }
 
 /// Where and how a model runs.
@@ -198,6 +241,10 @@ fn default_box_threshold() -> f32 {
     0.35
 }
 
+fn default_iou_threshold() -> f32 {
+    0.45
+}
+
 fn default_max_text_len() -> usize {
     256
 }
@@ -243,6 +290,21 @@ impl Manifest {
             }
             if d.max_text_len == 0 {
                 return Err(bad("detector.max_text_len", "must be at least 1"));
+            }
+            match d.kind {
+                DetectorKind::GroundingDino if d.tokenizer.is_none() => {
+                    return Err(bad("detector.tokenizer", "is required for grounding_dino"));
+                }
+                DetectorKind::Yolo if d.classes.is_empty() => {
+                    return Err(bad(
+                        "detector.classes",
+                        "must list the class names for yolo",
+                    ));
+                }
+                _ => {}
+            }
+            if !(0.0..=1.0).contains(&d.iou_threshold) {
+                return Err(bad("detector.iou_threshold", "must be in [0, 1]"));
             }
             check_common("detector", &d.runtime, &d.batching, &d.preprocess)
                 .map_err(|(f, m)| bad(&f, m))?;
@@ -292,6 +354,7 @@ fn check_common(
             max_long_side,
         } => short_side > 0 && max_long_side >= short_side,
         ResizeRuleSpec::Squash { width, height } => width > 0 && height > 0,
+        ResizeRuleSpec::Letterbox { size, .. } => size > 0,
     };
     if !sizes_ok {
         return Err((
@@ -323,6 +386,7 @@ impl PreprocessSpec {
                 max_long: max_long_side,
             },
             ResizeRuleSpec::Squash { width, height } => ResizeRule::Squash { width, height },
+            ResizeRuleSpec::Letterbox { size, fill } => ResizeRule::Letterbox { size, fill },
         };
         let filter = match self.filter {
             FilterSpec::Bilinear => Filter::Bilinear,
@@ -331,6 +395,7 @@ impl PreprocessSpec {
         let normalize = match self.normalize {
             NormalizeSpec::Named(NamedNormalize::Imagenet) => imaging::IMAGENET,
             NormalizeSpec::Named(NamedNormalize::Clip) => imaging::CLIP,
+            NormalizeSpec::Named(NamedNormalize::Unit) => imaging::UNIT,
             NormalizeSpec::Explicit { mean, std } => imaging::Normalize { mean, std },
         };
         Preprocess::new(rule, filter, normalize)

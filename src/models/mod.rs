@@ -4,6 +4,7 @@ mod grounding_dino;
 mod image_model;
 pub mod manifest;
 mod tokenizer;
+mod yolo;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -15,10 +16,11 @@ use crate::imaging::{PooledTensor, Preprocess};
 use crate::metrics::Metrics;
 use crate::runtime::{build_session, describe, ProviderChoice, SessionOptions, Signature};
 
-pub use grounding_dino::{Detection, DetectorItem, DetectorOutput, GroundingDino};
+pub use grounding_dino::{Detection, DetectorItem, DetectorOutput, GroundingDino, Letterbox};
 pub use image_model::ImageModel;
-use manifest::{BatchingSpec, Manifest, RuntimeSpec};
+use manifest::{BatchingSpec, DetectorKind, Manifest, RuntimeSpec};
 pub use tokenizer::{category_caption, CaptionTokenizer, TokenizeError};
+pub use yolo::YoloDetector;
 
 /// Why the model set could not be brought up.
 #[derive(Debug, thiserror::Error)]
@@ -64,13 +66,119 @@ impl ImageLane {
     }
 }
 
-/// The detector behind its batcher, with its tokenizer and threshold.
+/// How categories are put to a detector.
+pub enum Vocabulary {
+    /// Open vocabulary: a tokenised caption (Grounding DINO).
+    Captions(Arc<CaptionTokenizer>),
+    /// A fixed list of class names (YOLO): one pass finds every class.
+    Classes(Arc<[String]>),
+}
+
+/// What the detector is fed for some categories, and which score columns belong to each.
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    pub input_ids: Arc<[i64]>,
+    /// Per category, its token (or class) columns; `None` for a single-category caption,
+    /// scored over all columns as the PSR scripts do.
+    pub spans: Option<Vec<std::ops::Range<usize>>>,
+}
+
+/// The detector behind its batcher, with its vocabulary and threshold.
 pub struct DetectorLane {
     pub batcher: Batcher<DetectorItem, DetectorOutput>,
     pub preprocess: Arc<Preprocess>,
-    pub tokenizer: Arc<CaptionTokenizer>,
+    pub vocabulary: Vocabulary,
     pub box_threshold: f32,
     info: Arc<Mutex<ModelInfo>>,
+}
+
+impl DetectorLane {
+    /// Whether one pass per image answers every category (closed-set detectors).
+    pub fn single_pass(&self) -> bool {
+        matches!(self.vocabulary, Vocabulary::Classes(_))
+    }
+
+    /// The input for `categories` (one, or several in one joint caption).
+    pub fn prompt(&self, categories: &[&str]) -> Result<Prompt, TokenizeError> {
+        match &self.vocabulary {
+            Vocabulary::Captions(tok) => match categories {
+                [one] => Ok(Prompt {
+                    input_ids: tok.encode(&category_caption(one)?)?.into(),
+                    spans: None,
+                }),
+                many => {
+                    let (ids, spans) = tok.encode_joint(many)?;
+                    Ok(Prompt {
+                        input_ids: ids.into(),
+                        spans: Some(spans),
+                    })
+                }
+            },
+            Vocabulary::Classes(classes) => {
+                let spans = categories
+                    .iter()
+                    .map(|c| {
+                        let wanted = c.trim().trim_end_matches('.').trim();
+                        classes
+                            .iter()
+                            .position(|k| k.eq_ignore_ascii_case(wanted))
+                            .map(|i| i..i + 1)
+                            .ok_or_else(|| TokenizeError::UnknownClass {
+                                name: c.to_string(),
+                                known: classes.join(", "),
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Prompt {
+                    input_ids: Arc::from([]),
+                    spans: Some(spans),
+                })
+            }
+        }
+    }
+
+    /// The detector item for an image tensor made from a `w`×`h` source.
+    pub fn item(&self, image: Arc<PooledTensor>, prompt: &Prompt, w: u32, h: u32) -> DetectorItem {
+        let letterbox = matches!(
+            self.preprocess.rule(),
+            crate::imaging::ResizeRule::Letterbox { .. }
+        )
+        .then(|| {
+            let plan = self.preprocess.plan(w, h);
+            Letterbox {
+                gain: plan.gain(w),
+                pad_x: plan.pad_x as f32,
+                pad_y: plan.pad_y as f32,
+                src_w: w as f32,
+                src_h: h as f32,
+            }
+        });
+        DetectorItem {
+            image,
+            input_ids: prompt.input_ids.clone(),
+            letterbox,
+        }
+    }
+
+    /// Category `k` of `prompt`'s detections scoring above `threshold` in a `w`×`h` image,
+    /// in query order.
+    pub fn detections(
+        &self,
+        out: &DetectorOutput,
+        prompt: &Prompt,
+        k: usize,
+        threshold: f32,
+        w: u32,
+        h: u32,
+    ) -> Vec<Detection> {
+        match &prompt.spans {
+            None => out.detections(threshold, w, h),
+            Some(spans) => spans
+                .get(k)
+                .map(|s| out.span_detections(s.clone(), threshold, w, h))
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// Every lane of the service.
@@ -154,42 +262,13 @@ impl Models {
         let detector = manifest
             .detector
             .as_ref()
-            .map(|spec| {
-                let tokenizer =
-                    CaptionTokenizer::load(&manifest.resolve(&spec.tokenizer), spec.max_text_len)
-                        .map_err(|e| ModelError::Load {
-                        model: spec.name.clone(),
-                        message: e.to_string(),
-                    })?;
-                let path = manifest.resolve(&spec.path);
-                let preprocess = spec.preprocess.build();
-                let info = new_info(&spec.name, "detector", &path, &spec.batching, &preprocess);
-                let io = spec.io.clone();
-                let batcher = start_lane(
-                    &spec.name,
-                    &path,
-                    &spec.runtime,
-                    &spec.batching,
-                    priority_levels,
-                    env,
-                    metrics,
-                    &info,
-                    move |session| GroundingDino::new(session, io.clone()),
-                )?;
-                Ok::<_, ModelError>(DetectorLane {
-                    batcher,
-                    preprocess: Arc::new(preprocess),
-                    tokenizer: Arc::new(tokenizer),
-                    box_threshold: spec.box_threshold,
-                    info,
-                })
-            })
+            .map(|spec| load_detector(spec, manifest, env, metrics, priority_levels))
             .transpose()?;
         let image_lane = |spec: &manifest::ImageModelSpec, role: &'static str| {
             let path = manifest.resolve(&spec.path);
             let preprocess = spec.preprocess.build();
             let info = new_info(&spec.name, role, &path, &spec.batching, &preprocess);
-            let (input, output) = (spec.input.clone(), spec.output.clone());
+            let (input, output, pooling) = (spec.input.clone(), spec.output.clone(), spec.pooling);
             let batcher = start_lane(
                 &spec.name,
                 &path,
@@ -199,7 +278,7 @@ impl Models {
                 env,
                 metrics,
                 &info,
-                move |session| ImageModel::new(session, input.clone(), output.clone()),
+                move |session| ImageModel::new(session, input.clone(), output.clone(), pooling),
             )?;
             Ok::<_, ModelError>(ImageLane {
                 batcher,
@@ -234,18 +313,15 @@ impl Models {
         if let Some(d) = &self.detector {
             let plan = d.preprocess.plan(64, 64);
             let image = Arc::new(blank(plan.out_h, plan.out_w));
-            let input_ids = d
-                .tokenizer
-                .encode("warm up.")
-                .map_err(|e| ModelError::Load {
-                    model: d.batcher.name().to_string(),
-                    message: e.to_string(),
-                })?;
-            let item = DetectorItem {
-                image,
-                input_ids: input_ids.into(),
+            let warm = match &d.vocabulary {
+                Vocabulary::Captions(_) => "warm up",
+                Vocabulary::Classes(c) => c.first().map_or("", String::as_str),
             };
-            await_one(&d.batcher, item, opts).await?;
+            let prompt = d.prompt(&[warm]).map_err(|e| ModelError::Load {
+                model: d.batcher.name().to_string(),
+                message: e.to_string(),
+            })?;
+            await_one(&d.batcher, d.item(image, &prompt, 64, 64), opts).await?;
         }
         for lane in [&self.embedder, &self.aesthetic].into_iter().flatten() {
             let plan = lane.preprocess.plan(256, 256);
@@ -275,6 +351,70 @@ impl Models {
             lane.batcher.shutdown();
         }
     }
+}
+
+/// Loads the detector of a manifest: Grounding DINO with its tokenizer, or a YOLO export.
+fn load_detector(
+    spec: &manifest::DetectorSpec,
+    manifest: &Manifest,
+    env: &ort::environment::Environment,
+    metrics: &Metrics,
+    priority_levels: u8,
+) -> Result<DetectorLane, ModelError> {
+    let path = manifest.resolve(&spec.path);
+    let preprocess = spec.preprocess.build();
+    let info = new_info(&spec.name, "detector", &path, &spec.batching, &preprocess);
+    let io = spec.io.clone();
+    let (batcher, vocabulary) = match spec.kind {
+        DetectorKind::GroundingDino => {
+            let tokenizer_path = spec
+                .tokenizer
+                .as_deref()
+                .unwrap_or(std::path::Path::new("tokenizer.json"));
+            let tokenizer =
+                CaptionTokenizer::load(&manifest.resolve(tokenizer_path), spec.max_text_len)
+                    .map_err(|e| ModelError::Load {
+                        model: spec.name.clone(),
+                        message: e.to_string(),
+                    })?;
+            let batcher = start_lane(
+                &spec.name,
+                &path,
+                &spec.runtime,
+                &spec.batching,
+                priority_levels,
+                env,
+                metrics,
+                &info,
+                move |session| GroundingDino::new(session, io.clone()),
+            )?;
+            (batcher, Vocabulary::Captions(Arc::new(tokenizer)))
+        }
+        DetectorKind::Yolo => {
+            let (conf, iou) = (spec.box_threshold, spec.iou_threshold);
+            let batcher = start_lane(
+                &spec.name,
+                &path,
+                &spec.runtime,
+                &spec.batching,
+                priority_levels,
+                env,
+                metrics,
+                &info,
+                move |session| {
+                    YoloDetector::new(session, io.images.clone(), io.output.clone(), conf, iou)
+                },
+            )?;
+            (batcher, Vocabulary::Classes(spec.classes.clone().into()))
+        }
+    };
+    Ok(DetectorLane {
+        batcher,
+        preprocess: Arc::new(preprocess),
+        vocabulary,
+        box_threshold: spec.box_threshold,
+        info,
+    })
 }
 
 fn new_info(

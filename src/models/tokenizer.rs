@@ -14,6 +14,8 @@ pub enum TokenizeError {
     TooLong { tokens: usize, max: usize },
     #[error("caption is empty")]
     Empty,
+    #[error("`{name}` is not a class of this detector (classes: {known})")]
+    UnknownClass { name: String, known: String },
 }
 
 /// A loaded tokenizer with the detector's length limit.

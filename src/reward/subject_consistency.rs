@@ -21,9 +21,7 @@ use super::{AlphaRule, DetectionRule, Fallback, Matching, ScOptions};
 use crate::batcher::{BatchError, SubmitOptions, Ticket};
 use crate::cpu_pool::{CpuPool, CpuPoolError};
 use crate::imaging::{self, DecodedImage, TensorPool};
-use crate::models::{
-    category_caption, Detection, DetectorItem, DetectorOutput, Models, TokenizeError,
-};
+use crate::models::{Detection, Models, TokenizeError};
 
 /// Shared services the reward needs.
 #[derive(Clone)]
@@ -267,14 +265,16 @@ pub async fn score_items(
                 names.push(s.name.clone());
             }
         }
-        match opts.detection {
-            DetectionRule::PerCategory => {
+        // Closed-set detectors answer every category in one pass.
+        let joint = opts.detection == DetectionRule::Joint || detector.single_pass();
+        match joint {
+            false => {
                 for n in names {
                     jobs.push((generated[i], vec![n.clone()]));
                     gen_jobs[i].insert(n, jobs.len() - 1);
                 }
             }
-            DetectionRule::Joint => {
+            true => {
                 jobs.push((generated[i], names.clone()));
                 for n in names {
                     gen_jobs[i].insert(n, jobs.len() - 1);
@@ -289,81 +289,67 @@ pub async fn score_items(
             ref_jobs[p] = Some(jobs.len() - 1);
         }
     }
-    let det_inputs = {
-        let (pre, tok, pool) = (
-            detector.preprocess.clone(),
-            detector.tokenizer.clone(),
-            svc.tensors.clone(),
-        );
+    let (det_items, prompts) = {
+        let (models, pool, cpu) = (svc.models.clone(), svc.tensors.clone(), svc.cpu.clone());
         let job_images: Vec<(usize, Arc<RgbImage>)> = jobs
             .iter()
             .map(|(img, _)| (*img, images[*img].rgb.clone()))
             .collect();
         let job_names: Vec<Vec<String>> = jobs.iter().map(|(_, n)| n.clone()).collect();
         let name_error = name_locator(&items);
-        let cpu = svc.cpu.clone();
         svc.cpu
             .run(move || {
-                let mut tensors: HashMap<usize, Arc<imaging::PooledTensor>> = HashMap::new();
+                let lane = models
+                    .detector
+                    .as_ref()
+                    .ok_or(ScError::NotServed("detector"))?;
                 let mut unique: Vec<(usize, Arc<RgbImage>)> = Vec::new();
                 for (img, rgb) in &job_images {
                     if !unique.iter().any(|(u, _)| u == img) {
                         unique.push((*img, rgb.clone()));
                     }
                 }
-                let built = cpu.map(unique, |(img, rgb)| {
-                    imaging::to_tensor(&rgb, &pre, &pool).map(|t| (img, Arc::new(t)))
-                });
-                for b in built {
-                    let (img, t) = b.map_err(|e| ScError::Preprocess(e.to_string()))?;
+                let mut tensors: HashMap<usize, Arc<imaging::PooledTensor>> = HashMap::new();
+                for built in cpu.map(unique, |(img, rgb)| {
+                    imaging::to_tensor(&rgb, &lane.preprocess, &pool).map(|t| (img, Arc::new(t)))
+                }) {
+                    let (img, t) = built.map_err(|e| ScError::Preprocess(e.to_string()))?;
                     tensors.insert(img, t);
                 }
-                let mut out = Vec::with_capacity(job_images.len());
-                let mut spans = Vec::with_capacity(job_images.len());
-                for ((img, _), names) in job_images.iter().zip(&job_names) {
-                    let (ids, span) = if names.len() == 1 {
-                        let ids = category_caption(&names[0])
-                            .and_then(|c| tok.encode(&c))
-                            .map_err(|e| name_error(&names[0], e))?;
-                        let len = ids.len();
-                        (ids, std::iter::once(0..len).collect())
-                    } else {
-                        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-                        tok.encode_joint(&refs)
-                            .map_err(|e| name_error(&names[0], e))?
-                    };
+                let mut items = Vec::with_capacity(job_images.len());
+                let mut prompts = Vec::with_capacity(job_images.len());
+                for ((img, rgb), names) in job_images.iter().zip(&job_names) {
+                    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                    let prompt = lane.prompt(&refs).map_err(|e| name_error(&names[0], e))?;
                     let image = tensors
                         .get(img)
                         .cloned()
                         .ok_or_else(|| ScError::Preprocess("missing detector tensor".into()))?;
-                    out.push(DetectorItem {
-                        image,
-                        input_ids: ids.into(),
-                    });
-                    spans.push(span);
+                    items.push(lane.item(image, &prompt, rgb.width(), rgb.height()));
+                    prompts.push(prompt);
                 }
-                Ok::<_, ScError>((out, spans))
+                Ok::<_, ScError>((items, prompts))
             })
             .await??
     };
-    let (det_items, spans) = det_inputs;
     let outputs = collect(
         detector.batcher.submit(det_items, submit)?,
         submit.deadline,
         &mut timing,
     )
     .await?;
-    let threshold = detector.box_threshold;
     let detections_of = |job: usize, name: &str| -> Vec<Detection> {
         let (img, names) = &jobs[job];
         let (w, h) = images[*img].rgb.dimensions();
-        let out: &DetectorOutput = &outputs[job];
-        if names.len() == 1 {
-            out.detections(threshold, w, h)
-        } else {
-            let k = names.iter().position(|n| n == name).unwrap_or(0);
-            out.span_detections(spans[job][k].clone(), threshold, w, h)
-        }
+        let k = names.iter().position(|n| n == name).unwrap_or(0);
+        detector.detections(
+            &outputs[job],
+            &prompts[job],
+            k,
+            detector.box_threshold,
+            w,
+            h,
+        )
     };
     timing.detection = started.elapsed();
 

@@ -48,7 +48,7 @@ pub fn default_manifest() -> Manifest {
     // Point the manifest at the fixture folder in use (PSR_FIXTURES_DIR may move it).
     if let Some(d) = m.detector.as_mut() {
         d.path = fixtures.join("detector.onnx");
-        d.tokenizer = fixtures.join("tokenizer.json");
+        d.tokenizer = Some(fixtures.join("tokenizer.json"));
     }
     if let Some(e) = m.embedder.as_mut() {
         e.path = fixtures.join("embedder.onnx");

@@ -11,7 +11,8 @@ Shapes are textured: every pixel of a shape deviates from its prototype colour b
 up to 40/255 per channel (a gradient plus seeded noise, so at most
 3 * (40/255)^2 = 0.074 squared distance, inside the detector's 0.1), so crops of
 the same colour differ and similarities are not all exactly 1.  Backgrounds are
-dark noise (0..50 per channel) that matches no colour.
+dark block noise (16 x 16 blocks, 0..50 per channel: small PNGs) that matches no
+colour.  Every image is sent as a PNG whose ``Image.open`` equals ``Case.image``.
 """
 
 from __future__ import annotations
@@ -438,6 +439,27 @@ def cases() -> tuple[Case, ...]:
             (Expect(red, None, ref_red_shape), Expect(blue, None, ref_blue_shape)),
             "a red thing and a blue thing, 16 bits",
             image_png=png16,
+        )
+    )
+
+    # 16-bit grey reference: Pillow opens it as "I;16" (not detected), and the
+    # whole-image embedding resizes in I;16 and then convert("RGB") clamps each
+    # sample to 0..255 (no scaling): the dark background (0..200) survives, the
+    # bright square (300..60000) turns white.
+    rng = np.random.default_rng(43)
+    grey16 = rng.integers(0, 201, size=(240, 320), dtype=np.uint16)
+    grey16[60:180, 80:240] = rng.integers(300, 60001, size=(120, 160), dtype=np.uint16)
+    out.append(
+        Case(
+            "l16_reference",
+            gen_two,
+            (ref_red, Image.fromarray(grey16)),
+            ("red", "blue"),
+            (
+                Expect(red_two, None, ref_red_shape),
+                Expect(blue_two, None, None, "non_rgb"),
+            ),
+            "a red thing and a 16-bit grey thing",
         )
     )
     return tuple(out)

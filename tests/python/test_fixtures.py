@@ -26,6 +26,7 @@ FILES = (
     "tokenizer.json",
     "embedder.onnx",
     "aesthetic.onnx",
+    "yolo.onnx",
     "vits16.onnx",
     "vits16_tiny.onnx",
 )
@@ -478,8 +479,12 @@ PALETTE: tuple[RGB, ...] = (
 )
 
 
-def reference_boxes(image: Image) -> dict[int, Box]:
-    """The README's detector rules in plain numpy, for pure-colour images."""
+def reference_pixel_boxes(image: Image) -> dict[int, Box]:
+    """The README's region rules in plain numpy, for pure-colour images.
+
+    Query / candidate q = 4*c + r -> its (cx, cy, w, h) in pixels, for the present
+    ones; regions split at half the image size.
+    """
     height, width = image.shape[:2]
     mid_y, mid_x = height // 2, width // 2
     regions = (
@@ -499,12 +504,21 @@ def reference_boxes(image: Image) -> dict[int, Box]:
             cols = np.flatnonzero(inside.any(axis=0)) + left
             x1, x2, y1, y2 = cols[0], cols[-1] + 1, rows[0], rows[-1] + 1
             boxes[4 * c + r] = (
-                (x1 + x2) / 2 / width,
-                (y1 + y2) / 2 / height,
-                (x2 - x1) / width,
-                (y2 - y1) / height,
+                (x1 + x2) / 2,
+                (y1 + y2) / 2,
+                float(x2 - x1),
+                float(y2 - y1),
             )
     return boxes
+
+
+def reference_boxes(image: Image) -> dict[int, Box]:
+    """:func:`reference_pixel_boxes` normalised by the image size (detector.onnx)."""
+    height, width = image.shape[:2]
+    return {
+        q: (cx / width, cy / height, w / width, h / height)
+        for q, (cx, cy, w, h) in reference_pixel_boxes(image).items()
+    }
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -538,6 +552,166 @@ def test_detector_matches_reference_on_random_batches(
         assert_kept(logits, boxes, expected, item=item)
         total += len(expected)
     assert total > 0  # not trivially empty (item 0 names every colour)
+
+
+# YOLOv8-layout detector -------------------------------------------------------
+
+YOLO_SIZE = 640
+YOLO_CLASSES = 6
+YOLO_CANDIDATES = 24
+YOLO_SCORE = np.float32(0.9)
+CONFIDENCE = 0.25
+LETTERBOX: RGB = (114, 114, 114)  # the service's letterbox padding, 114/255
+
+
+def yolo_canvas() -> Image:
+    """A 640x640 image filled with letterbox grey."""
+    return canvas(YOLO_SIZE, YOLO_SIZE, LETTERBOX)
+
+
+def run_yolo(
+    session: Callable[[str], ort.InferenceSession], images: Sequence[Image]
+) -> Floats:
+    """640x640 uint8 images -> ``output0`` [B,10,24]; the input is x/255, no mean/std."""
+    pixels = pixel_batch(images, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    (output,) = session("yolo.onnx").run(None, {"images": pixels})
+    assert output.dtype == np.float32
+    assert output.shape == (len(images), 4 + YOLO_CLASSES, YOLO_CANDIDATES)
+    return np.asarray(output, dtype=np.float32)
+
+
+def yolo_detections(output: Floats, item: int = 0) -> dict[int, tuple[int, Box]]:
+    """Candidates with a class score above 0.25 -> (class, (cx, cy, w, h) pixels)."""
+    found: dict[int, tuple[int, Box]] = {}
+    for n in range(output.shape[2]):
+        classes = np.flatnonzero(output[item, 4:, n] > CONFIDENCE)
+        if classes.size == 0:
+            continue
+        assert classes.size == 1, f"candidate {n} has classes {classes.tolist()}"
+        cx, cy, w, h = (float(v) for v in output[item, :4, n])
+        found[n] = (int(classes[0]), (cx, cy, w, h))
+    return found
+
+
+def yolo_expected(boxes: dict[int, Box]) -> Floats:
+    """The full [10,24] output for present candidates n -> pixel box."""
+    expected = np.zeros((4 + YOLO_CLASSES, YOLO_CANDIDATES), dtype=np.float32)
+    for n, box in boxes.items():
+        expected[:4, n] = box
+        expected[4 + n // 4, n] = YOLO_SCORE
+    return expected
+
+
+def red_blue_640() -> Image:
+    """Red [40,120) x [30,100) top-left, blue [400,500) x [420,600) bottom-right."""
+    image = yolo_canvas()
+    paint(image, 40, 30, 120, 100, RED_RGB)
+    return paint(image, 400, 420, 500, 600, BLUE_RGB)
+
+
+RED_640: Box = (80.0, 65.0, 80.0, 70.0)
+BLUE_640: Box = (450.0, 510.0, 100.0, 180.0)
+
+
+def test_yolo_signature(fixtures_dir: Path) -> None:
+    model = onnx.load(str(fixtures_dir / "yolo.onnx"))
+
+    def dims(value: onnx.ValueInfoProto) -> list[str | int]:
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    assert [(v.name, dims(v)) for v in model.graph.input] == [
+        ("images", ["batch", 3, 640, 640])
+    ]
+    assert [(v.name, dims(v)) for v in model.graph.output] == [
+        ("output0", ["batch", 10, 24])
+    ]
+
+
+def test_yolo_red_and_blue(session: Callable[[str], ort.InferenceSession]) -> None:
+    output = run_yolo(session, [red_blue_640()])
+    assert output.shape == (1, 10, 24)
+    # Candidate 4*c + r: red (c 0) top-left (r 0) = 0, blue (c 2) bottom-right = 11.
+    np.testing.assert_array_equal(output[0, :4, 0], RED_640)
+    np.testing.assert_array_equal(output[0, :4, 11], BLUE_640)
+    assert output[0, 4, 0] == YOLO_SCORE
+    assert output[0, 4 + 2, 11] == YOLO_SCORE
+    others = [n for n in range(YOLO_CANDIDATES) if n not in (0, 11)]
+    assert not output[0, 4:, others].any()
+    np.testing.assert_array_equal(output[0], yolo_expected({0: RED_640, 11: BLUE_640}))
+    assert yolo_detections(output) == {0: (0, RED_640), 11: (2, BLUE_640)}
+
+
+def test_yolo_splits_at_320_and_batches_like_single_images(
+    session: Callable[[str], ort.InferenceSession],
+) -> None:
+    # Green x 300..339, y 100..119 straddles x = 320: 20x20 pixels on each side.
+    green = paint(yolo_canvas(), 300, 100, 340, 120, GREEN_RGB)
+    green_boxes = {4: (310.0, 110.0, 20.0, 20.0), 5: (330.0, 110.0, 20.0, 20.0)}
+    red_blue = red_blue_640()
+    batch = run_yolo(session, [red_blue, green])
+    alone = [run_yolo(session, [image])[0] for image in (red_blue, green)]
+    np.testing.assert_array_equal(batch[0], alone[0])
+    np.testing.assert_array_equal(batch[1], alone[1])
+    np.testing.assert_array_equal(batch[1], yolo_expected(green_boxes))
+    assert yolo_detections(batch, item=1) == {n: (1, b) for n, b in green_boxes.items()}
+
+
+def test_yolo_needs_sixteen_pixels(
+    session: Callable[[str], ort.InferenceSession],
+) -> None:
+    image = yolo_canvas()
+    paint(image, 10, 10, 14, 14, CYAN_RGB)  # 16 pixels, top-left
+    paint(image, 400, 0, 403, 5, CYAN_RGB)  # 15 pixels, top-right
+    paint(image, 0, 630, 1, 631, CYAN_RGB)  # one pixel, bottom-left
+    paint(image, 600, 600, 605, 603, MAGENTA_RGB)  # 15 pixels, bottom-right
+    output = run_yolo(session, [image])
+    # Cyan is class 4: candidate 16 + 0.
+    np.testing.assert_array_equal(output[0], yolo_expected({16: (12, 12, 4, 4)}))
+
+
+def test_yolo_colour_tolerance(
+    session: Callable[[str], ort.InferenceSession],
+) -> None:
+    image = yolo_canvas()
+    paint(image, 0, 0, 8, 8, (230, 20, 20))  # squared distance ~0.022: still red
+    paint(image, 400, 400, 408, 408, (160, 0, 0))  # squared distance ~0.139: not red
+    output = run_yolo(session, [image])
+    np.testing.assert_array_equal(output[0], yolo_expected({0: (4, 4, 8, 8)}))
+
+
+@pytest.mark.parametrize("fill", [LETTERBOX, BLACK, WHITE, GREY])
+def test_yolo_plain_images_are_empty(
+    session: Callable[[str], ort.InferenceSession], fill: RGB
+) -> None:
+    output = run_yolo(session, [canvas(YOLO_SIZE, YOLO_SIZE, fill)])
+    assert not output.any()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_yolo_matches_reference_on_random_batches(
+    session: Callable[[str], ort.InferenceSession], seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    images: list[Image] = []
+    for _ in range(3):
+        image = yolo_canvas()
+        # Rectangles of 1..40 pixels a side (some below 16 pixels, some crossing
+        # the midlines), then scattered single pixels that stretch tight boxes.
+        for _ in range(int(rng.integers(4, 16))):
+            x1, y1 = (int(v) for v in rng.integers(0, YOLO_SIZE, size=2))
+            w, h = (int(v) for v in rng.integers(1, 41, size=2))
+            paint(image, x1, y1, x1 + w, y1 + h, PALETTE[int(rng.integers(6))])
+        for _ in range(int(rng.integers(0, 30))):
+            x, y = (int(v) for v in rng.integers(0, YOLO_SIZE, size=2))
+            paint(image, x, y, x + 1, y + 1, PALETTE[int(rng.integers(6))])
+        images.append(image)
+    output = run_yolo(session, images)
+    total = 0
+    for item, image in enumerate(images):
+        expected = reference_pixel_boxes(image)
+        np.testing.assert_array_equal(output[item], yolo_expected(expected))
+        total += len(expected)
+    assert total > 0
 
 
 # Embedder --------------------------------------------------------------------

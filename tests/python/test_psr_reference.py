@@ -252,6 +252,7 @@ def test_scene_modes() -> None:
     rgba = by_name["rgba_generated"].image
     assert rgba.mode == "RGBA" and np.all(np.asarray(rgba)[..., 3] == 255)
     assert by_name["l_mode_reference"].refs[1].mode == "L"
+    assert by_name["l16_reference"].refs[1].mode == "I;16"
     # What is sent decodes (as the script's Image.open) to the image the reference uses.
     for case in scenes.cases():
         sent = [case.image_bytes(), *(scenes.png_bytes(r) for r in case.refs)]

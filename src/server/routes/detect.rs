@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::timing::{collect, Timing};
-use crate::models::{category_caption, Detection, DetectorItem};
+use crate::models::{category_caption, Detection, DetectorItem, Prompt};
 use crate::server::error::{ApiError, ErrorBody};
 use crate::server::extract::{parse, JsonBytes};
 use crate::server::prepare;
@@ -64,6 +64,7 @@ struct Prepared {
     items: Vec<DetectorItem>,
     sizes: Vec<(u32, u32)>,
     phrases: Vec<(String, String)>,
+    prompts: Vec<Prompt>,
     threshold: f32,
     opts: crate::batcher::SubmitOptions,
 }
@@ -86,16 +87,16 @@ pub async fn detect(
         .detector
         .as_ref()
         .ok_or_else(|| ApiError::not_served("detector"))?;
-    let (preprocess, tokenizer, default_threshold) = (
-        lane.preprocess.clone(),
-        lane.tokenizer.clone(),
-        lane.box_threshold,
-    );
+    let default_threshold = lane.box_threshold;
     let lim = state.config().limits.clone();
-    let st = state.clone();
+    let (st, job_models) = (state.clone(), models.clone());
     let prepared = state
         .cpu()
         .run(move || {
+            let lane = job_models
+                .detector
+                .as_ref()
+                .ok_or_else(|| ApiError::not_served("detector"))?;
             let req: DetectRequest = parse(&body)?;
             if req.phrases.is_empty() || req.phrases.len() > lim.max_phrases {
                 return Err(ApiError::invalid(format!(
@@ -109,34 +110,30 @@ pub async fn detect(
             }
             let opts = st.submit_options(arrived, req.timeout_ms, req.priority)?;
             let mut phrases = Vec::with_capacity(req.phrases.len());
-            let mut ids = Vec::with_capacity(req.phrases.len());
+            let mut prompts = Vec::with_capacity(req.phrases.len());
             for (i, phrase) in req.phrases.into_iter().enumerate() {
-                let caption = category_caption(&phrase).map_err(|e| {
+                let at = |e: crate::models::TokenizeError| {
                     ApiError::invalid(e.to_string()).at(format_args!("phrases[{i}]"))
-                })?;
-                let tokens = tokenizer.encode(&caption).map_err(|e| {
-                    ApiError::invalid(e.to_string()).at(format_args!("phrases[{i}]"))
-                })?;
-                ids.push(Arc::<[i64]>::from(tokens));
+                };
+                let caption = category_caption(&phrase).map_err(at)?;
+                prompts.push(lane.prompt(&[phrase.as_str()]).map_err(at)?);
                 phrases.push((phrase, caption));
             }
             let images = prepare::decode_each(&st, &req.images, |img| {
-                let t = prepare::tensor(&img.rgb, &preprocess, st.tensors())?;
+                let t = prepare::tensor(&img.rgb, &lane.preprocess, st.tensors())?;
                 Ok((img.rgb.dimensions(), Arc::new(t)))
             })?;
-            let mut items = Vec::with_capacity(images.len() * ids.len());
+            let mut items = Vec::with_capacity(images.len() * prompts.len());
             let mut sizes = Vec::with_capacity(images.len());
-            for (size, tensor) in images {
-                sizes.push(size);
-                items.extend(ids.iter().map(|input_ids| DetectorItem {
-                    image: tensor.clone(),
-                    input_ids: input_ids.clone(),
-                }));
+            for ((w, h), tensor) in images {
+                sizes.push((w, h));
+                items.extend(prompts.iter().map(|p| lane.item(tensor.clone(), p, w, h)));
             }
             Ok::<_, ApiError>(Prepared {
                 items,
                 sizes,
                 phrases,
+                prompts,
                 threshold,
                 opts,
             })
@@ -162,11 +159,12 @@ pub async fn detect(
             phrases: prepared
                 .phrases
                 .iter()
+                .zip(&prepared.prompts)
                 .zip(outs)
-                .map(|((phrase, caption), out)| PhraseDetections {
+                .map(|(((phrase, caption), prompt), out)| PhraseDetections {
                     phrase: phrase.clone(),
                     caption: caption.clone(),
-                    detections: out.detections(prepared.threshold, w, h),
+                    detections: lane.detections(out, prompt, 0, prepared.threshold, w, h),
                 })
                 .collect(),
         })

@@ -1,0 +1,131 @@
+//! Golden test: `imaging::resize` must reproduce Pillow's `Image.resize` byte for byte.
+//!
+//! The cases come from `tests/fixtures/make_resize_cases.py` (run by `make fixtures`),
+//! read from `$PSR_FIXTURES_DIR/resize/cases.json`, defaulting to
+//! `<CARGO_MANIFEST_DIR>/tests/fixtures/generated/resize/cases.json`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use psr_reward::imaging::resize::{Filter, Resizer, SourceBox};
+use serde_json::Value;
+
+fn fixtures_dir() -> PathBuf {
+    std::env::var_os("PSR_FIXTURES_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/generated"),
+        PathBuf::from,
+    )
+}
+
+/// Decodes a PNG into (width, height, RGB8 bytes).
+fn load_rgb(path: &Path) -> (u32, u32, Vec<u8>) {
+    let img = image::open(path)
+        .unwrap_or_else(|e| panic!("cannot decode {}: {e}", path.display()))
+        .to_rgb8();
+    (img.width(), img.height(), img.into_raw())
+}
+
+fn size(case: &Value, key: &str) -> (u32, u32) {
+    let v = &case[key];
+    let dim = |i: usize| {
+        v[i].as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or_else(|| panic!("bad {key} in {case}"))
+    };
+    (dim(0), dim(1))
+}
+
+fn source_box(case: &Value) -> Option<SourceBox> {
+    let b = case["box"].as_array()?;
+    let c = |i: usize| b[i].as_f64().unwrap_or_else(|| panic!("bad box in {case}"));
+    Some(SourceBox {
+        x0: c(0),
+        y0: c(1),
+        x1: c(2),
+        y1: c(3),
+    })
+}
+
+#[test]
+fn resize_matches_pillow_byte_for_byte() {
+    let root = fixtures_dir().join("resize");
+    let manifest_path = root.join("cases.json");
+    let manifest = std::fs::read_to_string(&manifest_path).unwrap_or_else(|e| {
+        panic!(
+            "missing resize golden cases at {} ({e}); run `make fixtures` to generate them",
+            manifest_path.display()
+        )
+    });
+    let manifest: Value = serde_json::from_str(&manifest).expect("cases.json is not valid JSON");
+    let cases = manifest["cases"]
+        .as_array()
+        .expect("cases.json has no `cases` array");
+    assert!(
+        !cases.is_empty(),
+        "cases.json lists no cases; rerun `make fixtures`"
+    );
+
+    let mut inputs: HashMap<String, (u32, u32, Vec<u8>)> = HashMap::new();
+    let mut resizer = Resizer::new();
+    let mut failures = Vec::new();
+    let mut worst = 0u8;
+    for case in cases {
+        let name = case["name"].as_str().expect("case without name");
+        let input = case["input"].as_str().expect("case without input");
+        let (sw, sh, src) = inputs
+            .entry(input.to_owned())
+            .or_insert_with(|| load_rgb(&root.join(input)));
+        assert_eq!(
+            (*sw, *sh),
+            size(case, "src_size"),
+            "{name}: input size differs from manifest"
+        );
+        let (dw, dh) = size(case, "dst_size");
+        let filter = match case["filter"].as_str() {
+            Some("bilinear") => Filter::Bilinear,
+            Some("bicubic") => Filter::Bicubic,
+            other => panic!("{name}: unsupported filter {other:?}"),
+        };
+        let (ew, eh, expected) =
+            load_rgb(&root.join(case["expected"].as_str().expect("no expected")));
+        assert_eq!(
+            (ew, eh),
+            (dw, dh),
+            "{name}: expected image has the wrong size"
+        );
+
+        let mut out = vec![0u8; expected.len()];
+        resizer
+            .resize_rgb8(src, *sw, *sh, source_box(case), &mut out, dw, dh, filter)
+            .unwrap_or_else(|e| panic!("{name}: resize failed: {e}"));
+
+        let diffs: Vec<u8> = out
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| a.abs_diff(*b))
+            .collect();
+        let max_diff = diffs.iter().copied().max().unwrap_or(0);
+        if max_diff > 0 {
+            let bad_pixels = diffs
+                .chunks_exact(3)
+                .filter(|p| p.iter().any(|&d| d > 0))
+                .count();
+            let first = diffs.iter().position(|&d| d > 0).unwrap_or(0) / 3;
+            failures.push(format!(
+                "{name}: max abs diff {max_diff}, {bad_pixels}/{} pixels differ (first at x={}, y={})",
+                diffs.len() / 3,
+                first % dw as usize,
+                first / dw as usize
+            ));
+            worst = worst.max(max_diff);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ from Pillow (max abs diff {worst}):\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    eprintln!("{} resize cases byte-identical to Pillow", cases.len());
+}
