@@ -6,9 +6,9 @@
 //! request, so no cache can help. The load generator runs in this process on one thread; the
 //! service is the release binary in a child process.
 
-use std::io::Cursor;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,7 @@ fn parse_args() -> Args {
         images: 128,
         max_batch: 32,
         delay_ms: 0,
-        raw_batches: vec![1, 4, 16, 32],
+        raw_batches: vec![1, 2, 4, 8, 16, 32],
     };
     let mut it = std::env::args().skip(1);
     let list = |s: String| {
@@ -105,30 +105,14 @@ fn make_jpegs(n: usize) -> Vec<Vec<u8>> {
                 }
                 image::Rgb(c.map(|v| (v.clamp(0.0, 1.0) * 255.0) as u8))
             });
-            let mut out = Vec::new();
-            let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(Cursor::new(&mut out), 90);
-            img.write_with_encoder(enc).expect("jpeg encode");
-            out
+            common::jpeg(&img, 90)
         })
         .collect()
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn ort_library() -> PathBuf {
-    std::env::var_os("PSR_ORT_LIBRARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/libonnxruntime.so"))
-}
-
 /// Raw session throughput (images/s) per batch size, on the service's own preprocessing.
 fn raw_throughput(args: &Args, jpegs: &[Vec<u8>]) -> Vec<(usize, f64)> {
-    let env = load_environment(Some(&ort_library())).expect("ort");
+    let env = load_environment(Some(&common::ort_library())).expect("ort");
     let opts = SessionOptions {
         path: args.model.clone(),
         provider: Provider::Cpu,
@@ -186,18 +170,8 @@ fn raw_throughput(args: &Args, jpegs: &[Vec<u8>]) -> Vec<(usize, f64)> {
     out
 }
 
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_service(args: &Args, port: u16) -> Service {
+/// A manifest serving only the benchmarked embedder.
+fn write_manifest(args: &Args) -> PathBuf {
     let manifest = format!(
         r#"[embedder]
 name = "bench-embedder"
@@ -215,33 +189,7 @@ batching = {{ max_batch_size = {}, max_queue_delay_ms = {}, queue_capacity = 409
     );
     let path = std::env::temp_dir().join(format!("psr-bench-{}.toml", std::process::id()));
     std::fs::write(&path, manifest).expect("write manifest");
-    let child = Command::new(env!("CARGO_BIN_EXE_psr-reward"))
-        .arg("serve")
-        .env("PORT", port.to_string())
-        .env("PSR_HOST", "127.0.0.1")
-        .env("PSR_MODELS", &path)
-        .env("PSR_ORT_LIBRARY", ort_library())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start service");
-    Service(child)
-}
-
-async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    path
 }
 
 struct Level {
@@ -258,8 +206,8 @@ async fn load(base: &str, bodies: Arc<Vec<bytes::Bytes>>, callers: usize, second
     let items = r#"psr_reward_inference_items_total{model="bench-embedder"}"#;
     let batches = r#"psr_reward_batch_executions_total{model="bench-embedder"}"#;
     let (i0, b0) = (
-        metric(&client, base, items).await,
-        metric(&client, base, batches).await,
+        common::metric(&client, base, items).await,
+        common::metric(&client, base, batches).await,
     );
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(seconds);
@@ -301,15 +249,15 @@ async fn load(base: &str, bodies: Arc<Vec<bytes::Bytes>>, callers: usize, second
     }
     let elapsed = started.elapsed().as_secs_f64();
     let (i1, b1) = (
-        metric(&client, base, items).await,
-        metric(&client, base, batches).await,
+        common::metric(&client, base, items).await,
+        common::metric(&client, base, batches).await,
     );
     lat.sort_by(f64::total_cmp);
     Level {
         callers,
         throughput: lat.len() as f64 / elapsed,
-        p50_ms: percentile(&lat, 0.5),
-        p99_ms: percentile(&lat, 0.99),
+        p50_ms: common::percentile(&lat, 0.5),
+        p99_ms: common::percentile(&lat, 0.99),
         mean_batch: if b1 > b0 {
             (i1 - i0) / (b1 - b0)
         } else {
@@ -320,10 +268,7 @@ async fn load(base: &str, bodies: Arc<Vec<bytes::Bytes>>, callers: usize, second
 }
 
 fn main() {
-    // `cargo test --all-targets` builds and starts bench targets without `--bench`: the
-    // benchmark is for `cargo bench` only.
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("serving benchmark: run it with `cargo bench --bench serving -- ...`");
+    if !common::invoked_by_cargo_bench("serving") {
         return;
     }
     let args = parse_args();
@@ -339,25 +284,15 @@ fn main() {
             })
             .collect(),
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let _svc = start_service(&args, port);
-    let base = format!("http://127.0.0.1:{port}");
+    let manifest = write_manifest(&args);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("runtime");
     let levels = rt.block_on(async {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !matches!(client.get(format!("{base}/ready")).send().await, Ok(r) if r.status() == 200) {
-            assert!(Instant::now() < deadline, "service never became ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let svc = common::Service::start(&manifest).await;
+        let base = svc.base.clone();
         let mut levels = Vec::new();
         for &c in &args.concurrency {
             load(&base, bodies.clone(), c, 1.0).await; // warm-up
@@ -367,6 +302,7 @@ fn main() {
         }
         levels
     });
+    // Raw throughput at the largest measured batch size not above `b`.
     let raw_at = |b: usize| {
         raw.iter()
             .filter(|(rb, _)| *rb <= b.max(1))
@@ -381,7 +317,7 @@ fn main() {
         println!("| {b} | {r:.1} |");
     }
     println!("\nService (`POST /v1/embed`, one 512x512 JPEG q90 per request, max_batch_size {}, max_queue_delay_ms {}):\n", args.max_batch, args.delay_ms);
-    println!("| callers | images/s | p50 ms | p99 ms | mean batch | errors | vs raw at batch <= callers | vs best raw |");
+    println!("| callers | images/s | p50 ms | p99 ms | mean batch | errors | vs raw at the executed batch size | vs best raw |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for l in &levels {
         println!(
@@ -392,7 +328,7 @@ fn main() {
             l.p99_ms,
             l.mean_batch,
             l.errors,
-            l.throughput / raw_at(l.callers),
+            l.throughput / raw_at(l.mean_batch.round() as usize),
             l.throughput / best_raw
         );
     }

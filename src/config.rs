@@ -4,6 +4,7 @@
 //! and their environment twins (clap's `env`). Everything is validated once at start-up, and a
 //! bad value is reported with the dotted path of the field it came from.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub models: ModelsConfig,
     pub rewards: RewardsConfig,
+    /// The VLM judge for semantic alignment (none: the component is not served).
+    pub judge: Option<crate::reward::JudgeConfig>,
+    /// A remote aesthetic scorer, used instead of an in-process `[aesthetic]` model.
+    pub aesthetic_remote: Option<crate::reward::RemoteScorerConfig>,
 }
 
 /// Reward computation settings.
@@ -52,6 +57,15 @@ pub struct RewardsConfig {
     /// Byte budget of the reference cache (detections and crop embeddings of references);
     /// 0 disables it.
     pub reference_cache_bytes: usize,
+    /// Longest prompt accepted, in characters.
+    pub max_prompt_chars: usize,
+    /// Default component weights (the paper's 0.4 / 0.4 / 0.2), restricted to the components
+    /// this deployment serves; a request may override them.
+    pub weights: BTreeMap<String, f64>,
+    /// Per-component `raw * scale + offset` onto a common 0..1 scale.
+    pub normalization: BTreeMap<String, crate::reward::Normalization>,
+    /// What `reward` is when a weighted component has no score.
+    pub failure_policy: crate::reward::FailurePolicy,
 }
 
 impl Default for RewardsConfig {
@@ -59,6 +73,10 @@ impl Default for RewardsConfig {
         Self {
             max_subjects: 4,
             reference_cache_bytes: 64 * 1024 * 1024,
+            max_prompt_chars: 2000,
+            weights: crate::reward::default_weights(),
+            normalization: crate::reward::default_normalization(),
+            failure_policy: crate::reward::FailurePolicy::default(),
         }
     }
 }
@@ -216,6 +234,45 @@ impl Config {
         }
         if self.rewards.max_subjects == 0 || self.rewards.max_subjects > 16 {
             return Err(invalid("rewards.max_subjects", "must be 1..=16"));
+        }
+        for (name, w) in &self.rewards.weights {
+            if !crate::reward::COMPONENTS.contains(&name.as_str()) {
+                return Err(invalid(
+                    &format!("rewards.weights.{name}"),
+                    "unknown component",
+                ));
+            }
+            if !w.is_finite() || *w < 0.0 {
+                return Err(invalid(
+                    &format!("rewards.weights.{name}"),
+                    "must be finite and >= 0",
+                ));
+            }
+        }
+        for (name, n) in &self.rewards.normalization {
+            if !crate::reward::COMPONENTS.contains(&name.as_str()) {
+                return Err(invalid(
+                    &format!("rewards.normalization.{name}"),
+                    "unknown component",
+                ));
+            }
+            if !(n.scale.is_finite() && n.offset.is_finite()) {
+                return Err(invalid(
+                    &format!("rewards.normalization.{name}"),
+                    "scale and offset must be finite",
+                ));
+            }
+        }
+        if self.rewards.max_prompt_chars == 0 {
+            return Err(invalid("rewards.max_prompt_chars", "must be at least 1"));
+        }
+        if let Some(j) = &self.judge {
+            if !(j.base_url.starts_with("http://") || j.base_url.starts_with("https://")) {
+                return Err(invalid("judge.base_url", "must be an http(s) URL"));
+            }
+            if !(0.0..=2.0).contains(&j.temperature) {
+                return Err(invalid("judge.temperature", "must be in [0, 2]"));
+            }
         }
         if self.server.shutdown_grace_secs > 3600 {
             return Err(invalid(

@@ -172,7 +172,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let cpu = CpuPool::new(config.server.cpu_threads)?;
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
         let addr = format!("{}:{}", config.server.host, config.server.port);
-        let state = AppState::new(config.clone(), metrics.clone(), cpu);
+        let state = AppState::new(config.clone(), metrics.clone(), cpu)?;
         // Listen first so probes see /health 200 and /ready 503 while models load.
         let listener = tokio::net::TcpListener::bind(&addr)
             .await

@@ -37,7 +37,17 @@ pub struct Metrics {
     preprocess_duration: HistogramVec,
     ready: IntGauge,
     cache: crate::reward::CacheMetrics,
+    remote_calls: IntCounterVec,
+    remote_retries: IntCounterVec,
+    remote_duration: HistogramVec,
+    remote_breaker: IntGaugeVec,
+    judge_parse_failures: IntCounter,
+    judge_cache_hits: IntCounter,
+    components: IntCounterVec,
 }
+
+/// The remote services the metrics know (labels created at start-up).
+pub const REMOTE_SERVICES: [&str; 2] = ["judge", "aesthetic_remote"];
 
 /// The per-model children, resolved once so the hot path never looks labels up.
 #[derive(Clone)]
@@ -129,7 +139,58 @@ impl Metrics {
                 g
             },
         };
+        let remote_calls = counter(
+            "psr_reward_remote_calls_total",
+            "Calls to remote services (judge, remote scorer) by outcome: ok or a failure reason",
+            &["service", "outcome"],
+        );
+        let remote_retries = counter(
+            "psr_reward_remote_retries_total",
+            "Retried attempts to remote services",
+            &["service"],
+        );
+        let remote_duration = histogram(
+            "psr_reward_remote_duration_seconds",
+            "Duration of a remote call, retries included",
+            &["service"],
+            &SECONDS_BUCKETS,
+        );
+        let remote_breaker = gauge(
+            "psr_reward_remote_breaker_state",
+            "Circuit breaker of a remote service: 0 closed, 1 open, 2 half-open",
+            &["service"],
+        );
+        let components = counter(
+            "psr_reward_component_failures_total",
+            "Reward components that came back null, by component",
+            &["component"],
+        );
+        for service in REMOTE_SERVICES {
+            remote_retries.with_label_values(&[service]);
+            remote_duration.with_label_values(&[service]);
+            remote_breaker.with_label_values(&[service]);
+            remote_calls.with_label_values(&[service, "ok"]);
+            for reason in crate::reward::remote::REMOTE_FAILURE_REASONS {
+                remote_calls.with_label_values(&[service, reason]);
+            }
+        }
+        for c in crate::reward::COMPONENTS {
+            components.with_label_values(&[c]);
+        }
         Self {
+            judge_parse_failures: plain_counter(
+                "psr_reward_judge_parse_failures_total",
+                "Judge answers without a parseable [Score]",
+            ),
+            judge_cache_hits: plain_counter(
+                "psr_reward_judge_cache_hits_total",
+                "Judgements served from the judge cache",
+            ),
+            remote_calls,
+            remote_retries,
+            remote_duration,
+            remote_breaker,
+            components,
             cache,
             requests: counter(
                 "psr_reward_requests_total",
@@ -240,6 +301,31 @@ impl Metrics {
         self.preprocess_duration
             .with_label_values(&[route])
             .observe(seconds);
+    }
+
+    /// The metrics of a remote service (one of [`REMOTE_SERVICES`]).
+    pub fn remote(&self, service: &str) -> crate::reward::RemoteMetrics {
+        crate::reward::RemoteMetrics {
+            ok: self.remote_calls.with_label_values(&[service, "ok"]),
+            retries: self.remote_retries.with_label_values(&[service]),
+            failures: crate::reward::remote::REMOTE_FAILURE_REASONS
+                .map(|r| self.remote_calls.with_label_values(&[service, r])),
+            duration: self.remote_duration.with_label_values(&[service]),
+            breaker_state: self.remote_breaker.with_label_values(&[service]),
+        }
+    }
+
+    /// Judge answers that did not parse, and judge cache hits.
+    pub fn judge_counters(&self) -> (IntCounter, IntCounter) {
+        (
+            self.judge_parse_failures.clone(),
+            self.judge_cache_hits.clone(),
+        )
+    }
+
+    /// Counts a component that came back null.
+    pub fn component_failed(&self, component: &str) {
+        self.components.with_label_values(&[component]).inc();
     }
 
     /// The reference cache's counters.

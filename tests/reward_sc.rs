@@ -39,7 +39,7 @@ async fn two_subjects_boxes_and_scores() {
     let blue_ref = shape_scene(400, 400, &[(300, 300, 380, 360, BLUE)]);
     let out = reward(
         &s,
-        json!({"items": [{"image": generated, "prompt": "a red and a blue square", "subjects": [
+        json!({"rewards": {"subject_consistency": 1.0}, "items": [{"image": generated, "prompt": "a red and a blue square", "subjects": [
             {"name": "red", "reference": red_ref}, {"name": "blue", "reference": blue_ref}]}]}),
     )
     .await;

@@ -1,14 +1,27 @@
-//! Rewards computed from model outputs. Subject consistency (the PSR reward) lives here;
-//! position, semantic alignment, aesthetic and their combination join it later.
+//! Rewards: subject consistency (the PSR reward), position alignment, semantic alignment by a
+//! VLM judge, aesthetic scores, and their weighted combination.
 
+pub mod aesthetic;
 mod assignment;
 mod cache;
+pub mod combine;
 pub mod crop;
+pub mod engine;
+pub mod judge;
+pub mod position;
+pub mod remote;
 mod subject_consistency;
 
 use serde::{Deserialize, Serialize};
 
+pub use aesthetic::RemoteScorerConfig;
 pub use cache::{CacheMetrics, ReferenceCache};
+pub use combine::{
+    combine, default_normalization, default_weights, FailurePolicy, Normalization, COMPONENTS,
+};
+pub use judge::{Judge, JudgeConfig, Judgement};
+pub use position::{position_score, PositionScore};
+pub use remote::{Remote, RemoteError, RemoteMetrics, RemotePolicy};
 pub use subject_consistency::{
     score_items, ItemInput, ReferenceInput, ScError, ScItem, ScServices, SubjectInput, SubjectScore,
 };

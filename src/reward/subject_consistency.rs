@@ -103,6 +103,10 @@ pub struct ScItem {
     /// Mean of the subjects' similarities.
     pub score: f64,
     pub subjects: Vec<SubjectScore>,
+    /// Per subject, the first kept box of its category in the generated image (what the
+    /// position script uses, whatever the matching rule), `None` when nothing was kept.
+    #[serde(skip)]
+    pub first_boxes: Vec<Option<[i64; 4]>>,
 }
 
 /// Where the time of a request went.
@@ -498,6 +502,16 @@ pub async fn score_items(
 
     let mut results = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
+        let first_boxes = item
+            .subjects
+            .iter()
+            .map(|subject| {
+                let job = *gen_jobs[i].get(&subject.name)?;
+                detections_of(job, &subject.name)
+                    .first()
+                    .map(|d| crop::truncate_box(d.bbox))
+            })
+            .collect();
         let mut subjects = Vec::with_capacity(item.subjects.len());
         for (s, subject) in item.subjects.iter().enumerate() {
             let r = reference(i, s);
@@ -520,7 +534,11 @@ pub async fn score_items(
         }
         let score =
             subjects.iter().map(|s| s.similarity).sum::<f64>() / subjects.len().max(1) as f64;
-        results.push(ScItem { score, subjects });
+        results.push(ScItem {
+            score,
+            subjects,
+            first_boxes,
+        });
     }
     Ok((results, timing))
 }

@@ -10,7 +10,17 @@ use crate::cpu_pool::CpuPool;
 use crate::imaging::{DecodeLimits, TensorPool};
 use crate::metrics::Metrics;
 use crate::models::Models;
-use crate::reward::{ReferenceCache, ScServices};
+use crate::reward::judge::JudgeError;
+use crate::reward::{Judge, ReferenceCache, Remote, RemoteError, ScServices};
+
+/// Why the state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("judge: {0}")]
+    Judge(#[from] JudgeError),
+    #[error("remote client: {0}")]
+    Remote(#[from] RemoteError),
+}
 
 use super::error::ApiError;
 
@@ -21,6 +31,8 @@ pub struct AppState {
 }
 
 struct Inner {
+    judge: Option<Arc<Judge>>,
+    aesthetic_remote: Option<Arc<Remote>>,
     config: Config,
     metrics: Arc<Metrics>,
     cpu: CpuPool,
@@ -33,10 +45,33 @@ struct Inner {
 
 impl AppState {
     /// State with no models yet: the listener can answer `/health` and `/ready` (503)
-    /// while models load.
-    pub fn new(config: Config, metrics: Arc<Metrics>, cpu: CpuPool) -> Self {
-        Self {
+    /// while models load. Builds the judge and remote-scorer clients (no call is made).
+    pub fn new(config: Config, metrics: Arc<Metrics>, cpu: CpuPool) -> Result<Self, StateError> {
+        let judge = match &config.judge {
+            Some(j) => {
+                let remote = Remote::new("judge", j.policy.clone(), metrics.remote("judge"))?;
+                let (parse_failures, cache_hits) = metrics.judge_counters();
+                Some(Arc::new(Judge::new(
+                    j.clone(),
+                    remote,
+                    parse_failures,
+                    cache_hits,
+                )?))
+            }
+            None => None,
+        };
+        let aesthetic_remote = match &config.aesthetic_remote {
+            Some(a) => Some(Arc::new(Remote::new(
+                "aesthetic_remote",
+                a.policy.clone(),
+                metrics.remote("aesthetic_remote"),
+            )?)),
+            None => None,
+        };
+        Ok(Self {
             inner: Arc::new(Inner {
+                judge,
+                aesthetic_remote,
                 reference_cache: Arc::new(ReferenceCache::new(
                     config.rewards.reference_cache_bytes,
                     metrics.reference_cache(),
@@ -49,7 +84,17 @@ impl AppState {
                 warmed: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
             }),
-        }
+        })
+    }
+
+    /// The VLM judge, when configured.
+    pub fn judge(&self) -> Option<&Arc<Judge>> {
+        self.inner.judge.as_ref()
+    }
+
+    /// The remote aesthetic scorer, when configured.
+    pub fn aesthetic_remote(&self) -> Option<&Arc<Remote>> {
+        self.inner.aesthetic_remote.as_ref()
     }
 
     /// Installs the loaded models (once).
@@ -87,6 +132,11 @@ impl AppState {
     /// The metric families.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The metric families, shared.
+    pub fn metrics_arc(&self) -> Arc<Metrics> {
+        self.inner.metrics.clone()
     }
 
     /// The CPU pool for parsing and preprocessing.

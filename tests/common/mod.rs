@@ -91,7 +91,7 @@ impl TestServer {
     /// Serves already-built models (e.g. with an injected fault).
     pub async fn start_models(models: Models, config: Config, metrics: Arc<Metrics>) -> Self {
         let cpu = CpuPool::new(2).unwrap();
-        let state = AppState::new(config, metrics.clone(), cpu);
+        let state = AppState::new(config, metrics.clone(), cpu).unwrap();
         let models = Arc::new(models);
         state.set_models(models.clone());
         models.warm_up().await.unwrap();

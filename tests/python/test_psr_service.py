@@ -123,7 +123,10 @@ def expected(index: int) -> ref.ConsistencyResult:
 
 def reward(base: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``POST /v1/reward`` in psr mode; the results, after checking the status."""
-    status, body = post_json(f"{base}/v1/reward", {"items": items, "mode": "psr"})
+    status, body = post_json(
+        f"{base}/v1/reward",
+        {"items": items, "mode": "psr", "rewards": {"subject_consistency": 1.0}},
+    )
     assert status == 200, (
         f"POST /v1/reward answered {status}: {str(body)[:2000]} "
         f"(is {BINARY} built from a tree that serves /v1/reward?)"

@@ -20,9 +20,20 @@ pub async fn health() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
+/// Readiness, with the state of the remote services the rewards depend on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    pub status: &'static str,
+    /// Judge circuit breaker: `closed`, `open`, `half_open`, or `not_configured`. An open
+    /// breaker degrades semantic alignment only, so the service stays ready.
+    pub judge: &'static str,
+    /// Remote aesthetic scorer breaker, likewise.
+    pub aesthetic_remote: &'static str,
+}
+
 /// Readiness: every model loaded and warmed up by a real forward pass, and not draining.
-#[utoipa::path(get, path = "/ready", responses((status = 200, body = Status), (status = 503, body = ErrorBody)))]
-pub async fn ready(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
+#[utoipa::path(get, path = "/ready", responses((status = 200, body = Readiness), (status = 503, body = ErrorBody)))]
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     if state.is_draining() {
         return Err(ApiError::not_ready(
             "draining: the service is shutting down",
@@ -31,5 +42,11 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Status>, ApiErr
     if !state.is_ready() {
         return Err(ApiError::not_ready("models are loading or warming up"));
     }
-    Ok(Json(Status { status: "ready" }))
+    Ok(Json(Readiness {
+        status: "ready",
+        judge: state.judge().map_or("not_configured", |j| j.health()),
+        aesthetic_remote: state
+            .aesthetic_remote()
+            .map_or("not_configured", |r| r.breaker_state()),
+    }))
 }

@@ -22,6 +22,17 @@ pub struct Info {
     pub models: Vec<ModelInfo>,
     #[schema(value_type = Object)]
     pub limits: LimitsConfig,
+    /// The remote services: URL, model, breaker state (never the API key).
+    pub remote: Vec<RemoteInfo>,
+}
+
+/// One remote service.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RemoteInfo {
+    pub service: &'static str,
+    pub url: String,
+    pub model: Option<String>,
+    pub breaker: &'static str,
 }
 
 /// Describes the service.
@@ -34,5 +45,31 @@ pub async fn info(State(state): State<AppState>) -> Json<Info> {
         cpu_threads: state.cpu().threads(),
         models: state.loaded_models().map(|m| m.infos()).unwrap_or_default(),
         limits: state.config().limits.clone(),
+        remote: remote_info(&state),
     })
+}
+
+fn remote_info(state: &AppState) -> Vec<RemoteInfo> {
+    let mut out = Vec::new();
+    if let Some(j) = state.judge() {
+        let (url, model) = j.describe();
+        out.push(RemoteInfo {
+            service: "judge",
+            url,
+            model: Some(model),
+            breaker: j.health(),
+        });
+    }
+    if let (Some(r), Some(c)) = (
+        state.aesthetic_remote(),
+        state.config().aesthetic_remote.as_ref(),
+    ) {
+        out.push(RemoteInfo {
+            service: "aesthetic_remote",
+            url: c.url.clone(),
+            model: None,
+            breaker: r.breaker_state(),
+        });
+    }
+    out
 }

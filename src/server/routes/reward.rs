@@ -1,6 +1,6 @@
-//! `POST /v1/reward`: rewards for generated images. This route computes the subject
-//! consistency component (the PSR reward); components that are not served yet are refused
-//! with a 422 that says so.
+//! `POST /v1/reward`: rewards for generated images: subject consistency (the PSR reward),
+//! position alignment, semantic alignment by the VLM judge, aesthetic, and their weighted,
+//! normalised combination.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -14,22 +14,15 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::imaging::DecodedImage;
+use crate::reward::engine::{self, ItemReward, Plan, PreparedItem, RewardServices};
 use crate::reward::{
-    score_items, ItemInput, Mode, ReferenceInput, ScError, ScItem, ScOptions, ScOverrides,
-    SubjectInput,
+    ItemInput, Mode, ReferenceInput, ScError, ScOptions, ScOverrides, SubjectInput, COMPONENTS,
 };
 use crate::server::error::{ApiError, ErrorBody};
 use crate::server::extract::{parse, JsonBytes};
 use crate::server::prepare;
 use crate::server::state::AppState;
 
-/// Component names a request may weight.
-const COMPONENTS: [&str; 4] = [
-    "subject_consistency",
-    "semantic_alignment",
-    "aesthetic",
-    "position",
-];
 /// PSRBench subsets (psr-reference.md), the values `task` may take.
 const TASKS: [&str; 7] = [
     "attribute",
@@ -85,7 +78,9 @@ pub struct RewardItem<'a> {
 pub struct RewardRequest<'a> {
     #[serde(borrow)]
     pub items: Vec<RewardItem<'a>>,
-    /// Component weights; default `{"subject_consistency": 1.0}` while it is the only one served.
+    /// Component weights (`subject_consistency`, `semantic_alignment`, `aesthetic`,
+    /// `position`); only named components are computed. Default: the configured weights
+    /// (the paper's 0.4 / 0.4 / 0.2) of the components this deployment serves.
     pub rewards: Option<BTreeMap<String, f64>>,
     /// `psr` (default): the evaluation scripts exactly; `robust`: better-behaved defaults.
     pub mode: Option<Mode>,
@@ -93,23 +88,6 @@ pub struct RewardRequest<'a> {
     pub options: Option<ScOverrides>,
     pub timeout_ms: Option<u64>,
     pub priority: Option<u8>,
-}
-
-/// The components of one item.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Components {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject_consistency: Option<ScItem>,
-}
-
-/// One item's reward.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RewardResult {
-    /// Weighted sum of the requested components (null when one of them failed).
-    pub reward: Option<f64>,
-    pub components: Components,
-    /// Per failed component, why.
-    pub errors: BTreeMap<String, String>,
 }
 
 /// Where the request's time went, in milliseconds.
@@ -124,32 +102,55 @@ pub struct RewardTiming {
 /// The reward response.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RewardResponse {
-    pub results: Vec<RewardResult>,
+    pub results: Vec<ItemReward>,
     /// The subject-consistency options in force.
     pub options: ScOptions,
     pub timing: RewardTiming,
 }
 
+/// Which components this deployment can compute.
+fn available(st: &AppState, component: &str) -> Result<(), String> {
+    let models = st.loaded_models();
+    let has = |f: fn(&crate::models::Models) -> bool| models.is_some_and(|m| f(m));
+    let ok = match component {
+        "subject_consistency" => has(|m| m.detector.is_some() && m.embedder.is_some()),
+        "position" => has(|m| m.detector.is_some() && m.embedder.is_some()),
+        "semantic_alignment" => st.judge().is_some(),
+        "aesthetic" => has(|m| m.aesthetic.is_some()) || st.aesthetic_remote().is_some(),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else if COMPONENTS.contains(&component) {
+        Err(format!("rewards.{component}: this deployment does not serve it (see the model manifest and the [judge] / [aesthetic_remote] config)"))
+    } else {
+        Err(format!(
+            "rewards.{component}: unknown component (known: {})",
+            COMPONENTS.join(", ")
+        ))
+    }
+}
+
 fn validate_weights(
+    st: &AppState,
     rewards: Option<BTreeMap<String, f64>>,
 ) -> Result<BTreeMap<String, f64>, ApiError> {
-    let weights =
-        rewards.unwrap_or_else(|| BTreeMap::from([("subject_consistency".to_string(), 1.0)]));
+    let weights = match rewards {
+        Some(w) => w,
+        None => st
+            .config()
+            .rewards
+            .weights
+            .iter()
+            .filter(|(name, _)| available(st, name).is_ok())
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+    };
     if weights.is_empty() {
         return Err(ApiError::invalid("rewards: name at least one component"));
     }
     for (name, w) in &weights {
-        if !COMPONENTS.contains(&name.as_str()) {
-            return Err(ApiError::invalid(format!(
-                "rewards.{name}: unknown component (known: {})",
-                COMPONENTS.join(", ")
-            )));
-        }
-        if name != "subject_consistency" {
-            return Err(ApiError::invalid(format!(
-                "rewards.{name}: this component is not served yet; only subject_consistency is available"
-            )));
-        }
+        available(st, name).map_err(ApiError::invalid)?;
         if !w.is_finite() || *w < 0.0 {
             return Err(ApiError::invalid(format!(
                 "rewards.{name}: weight must be finite and >= 0"
@@ -163,10 +164,8 @@ fn validate_weights(
 }
 
 struct Decoded {
-    items: Vec<ItemInput>,
-    weights: BTreeMap<String, f64>,
-    options: ScOptions,
-    submit: crate::batcher::SubmitOptions,
+    items: Vec<PreparedItem>,
+    plan: Plan,
 }
 
 /// Parses, validates and decodes a request on the CPU pool. Identical reference strings are
@@ -203,11 +202,26 @@ fn decode_request(st: &AppState, body: &[u8], arrived: Instant) -> Result<Decode
             }
         }
     }
-    let weights = validate_weights(req.rewards)?;
-    let options = ScOptions::resolve(
-        req.mode.unwrap_or_default(),
-        req.options.unwrap_or_default(),
-    );
+    let max_prompt = st.config().rewards.max_prompt_chars;
+    for (i, item) in req.items.iter().enumerate() {
+        if item.prompt.chars().count() > max_prompt {
+            return Err(ApiError::invalid(format!(
+                "items[{i}].prompt is longer than {max_prompt} characters"
+            )));
+        }
+    }
+    let weights = validate_weights(st, req.rewards)?;
+    if weights.contains_key("position") && req.items.iter().any(|it| it.subjects.len() < 2) {
+        return Err(ApiError::invalid(
+            "rewards.position needs items with at least two subjects",
+        ));
+    }
+    // The judge and a remote scorer receive the generated image as sent.
+    let keep_b64 = weights.contains_key("semantic_alignment")
+        || (weights.contains_key("aesthetic")
+            && st.loaded_models().is_some_and(|m| m.aesthetic.is_none()));
+    let mode = req.mode.unwrap_or_default();
+    let options = ScOptions::resolve(mode, req.options.unwrap_or_default());
     let submit = st.submit_options(arrived, req.timeout_ms, req.priority)?;
 
     // Every distinct image string once, decoded in parallel.
@@ -258,28 +272,53 @@ fn decode_request(st: &AppState, body: &[u8], arrived: Instant) -> Result<Decode
         .into_iter()
         .zip(image_of_ref)
         .enumerate()
-        .map(|(i, (item, refs))| ItemInput {
-            image: decoded[image_of_item[i]].clone(),
-            subjects: item
-                .subjects
-                .into_iter()
-                .zip(refs)
-                .map(|(subject, reference)| SubjectInput {
-                    name: subject.name,
-                    reference: match reference {
-                        Ok(k) => ReferenceInput::Image(decoded[k].clone()),
-                        Err(hash) => ReferenceInput::Cached(hash),
-                    },
-                })
-                .collect(),
+        .map(|(i, (item, refs))| {
+            let image_b64 = keep_b64.then(|| item.image.to_string());
+            PreparedItem {
+                mime: mime_of(&item.image),
+                input: ItemInput {
+                    image: decoded[image_of_item[i]].clone(),
+                    subjects: item
+                        .subjects
+                        .into_iter()
+                        .zip(refs)
+                        .map(|(subject, reference)| SubjectInput {
+                            name: subject.name,
+                            reference: match reference {
+                                Ok(k) => ReferenceInput::Image(decoded[k].clone()),
+                                Err(hash) => ReferenceInput::Cached(hash),
+                            },
+                        })
+                        .collect(),
+                },
+                prompt: item.prompt,
+                task: item.task,
+                image_b64,
+            }
         })
         .collect();
     Ok(Decoded {
         items,
-        weights,
-        options,
-        submit,
+        plan: Plan {
+            weights,
+            mode,
+            options,
+            submit,
+        },
     })
+}
+
+/// The MIME type of a base64 image, from its first bytes (for the judge's data URL).
+fn mime_of(b64: &str) -> &'static str {
+    let head = b64.trim_start();
+    let head = head.split_once(";base64,").map_or(head, |(_, rest)| rest);
+    if head.starts_with("/9j/") {
+        "image/jpeg"
+    } else if head.starts_with("UklGR") {
+        "image/webp"
+    } else {
+        "image/png"
+    }
 }
 
 /// Index of `s` among the distinct image strings, adding it (and where it was used) if new.
@@ -334,7 +373,17 @@ pub async fn reward(
     JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
-    let services = state.sc_services()?;
+    let services = RewardServices {
+        sc: state.sc_services()?,
+        judge: state.judge().cloned(),
+        aesthetic_remote: state
+            .aesthetic_remote()
+            .zip(state.config().aesthetic_remote.as_ref())
+            .map(|(r, c)| (r.clone(), c.url.clone())),
+        normalization: state.config().rewards.normalization.clone(),
+        policy: state.config().rewards.failure_policy,
+        metrics: state.metrics_arc(),
+    };
     let st = state.clone();
     let decoded = state
         .cpu()
@@ -344,23 +393,7 @@ pub async fn reward(
     state
         .metrics()
         .observe_preprocess("/v1/reward", decode_time.as_secs_f64());
-    let (scores, stages) =
-        score_items(&services, decoded.items, decoded.options, decoded.submit).await?;
-    let weight = decoded
-        .weights
-        .get("subject_consistency")
-        .copied()
-        .unwrap_or(0.0);
-    let results = scores
-        .into_iter()
-        .map(|sc| RewardResult {
-            reward: Some(weight * sc.score),
-            components: Components {
-                subject_consistency: Some(sc),
-            },
-            errors: BTreeMap::new(),
-        })
-        .collect();
+    let (results, stages) = engine::compute(&services, decoded.items, &decoded.plan).await?;
     let timing = RewardTiming {
         total_ms: ms(arrived.elapsed()),
         decode_ms: ms(decode_time),
@@ -375,7 +408,7 @@ pub async fn reward(
     .headers(arrived);
     let body = RewardResponse {
         results,
-        options: decoded.options,
+        options: decoded.plan.options,
         timing,
     };
     Ok((headers, Json(body)).into_response())

@@ -1,0 +1,107 @@
+//! Shared pieces of the benchmarks: the service as a child process, metrics scraping,
+//! percentiles, JPEG encoding.
+#![allow(dead_code)]
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `PSR_ORT_LIBRARY`, else the library `make setup` installs.
+pub fn ort_library() -> PathBuf {
+    std::env::var_os("PSR_ORT_LIBRARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/libonnxruntime.so"))
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// JPEG bytes of an image at `quality`.
+pub fn jpeg(img: &image::RgbImage, quality: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(Cursor::new(&mut out), quality);
+    img.write_with_encoder(enc).expect("jpeg encode");
+    out
+}
+
+/// The release service running in a child process; SIGTERM on drop.
+pub struct Service {
+    child: Child,
+    pub base: String,
+}
+
+impl Service {
+    /// Starts `psr-reward serve` on `manifest` and waits until `/ready` answers 200.
+    /// `PSR_*` variables of the benchmark's own environment (e.g. `PSR_CPU_THREADS`) pass on.
+    pub async fn start(manifest: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_psr-reward"))
+            .arg("serve")
+            .env("PORT", port.to_string())
+            .env("PSR_HOST", "127.0.0.1")
+            .env("PSR_MODELS", manifest)
+            .env("PSR_ORT_LIBRARY", ort_library())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start service");
+        let svc = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !matches!(client.get(format!("{}/ready", svc.base)).send().await, Ok(r) if r.status() == 200)
+        {
+            assert!(Instant::now() < deadline, "service never became ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        svc
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of the first `/metrics` line starting with `name` (0 when absent).
+pub async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// True when started by `cargo bench` (which passes `--bench`); `cargo test --all-targets`
+/// also starts bench targets, and then they only say how to run them.
+pub fn invoked_by_cargo_bench(name: &str) -> bool {
+    let yes = std::env::args().any(|a| a == "--bench");
+    if !yes {
+        eprintln!("{name} benchmark: run it with `cargo bench --bench {name} -- ...`");
+    }
+    yes
+}

@@ -1,0 +1,234 @@
+//! Reward benchmark: `POST /v1/reward` with 2-subject items (subject consistency) from many
+//! concurrent callers, with a cold reference cache (every request brings references never seen)
+//! and a warm one (the references of a GRPO group, seen before), and where the time goes.
+//!
+//! `cargo bench --bench reward -- --manifest models/default.toml --callers 16 --requests 320`
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine;
+
+struct Args {
+    manifest: PathBuf,
+    callers: usize,
+    requests: usize,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        manifest: PathBuf::from("models/default.toml"),
+        callers: 16,
+        requests: 320,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().expect("flag value");
+        match k.as_str() {
+            "--manifest" => a.manifest = PathBuf::from(v()),
+            "--callers" => a.callers = v().parse().expect("callers"),
+            "--requests" => a.requests = v().parse().expect("requests"),
+            "--bench" => {}
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+/// A seeded generator of small numbers.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: u32) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % u64::from(n)) as u32
+    }
+}
+
+/// A textured scene with solid red and blue shapes (the fixture detector's categories).
+fn scene(w: u32, h: u32, seed: u64, shapes: &[[u8; 3]]) -> image::RgbImage {
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut img = image::RgbImage::from_fn(w, h, |x, y| {
+        let v = ((x * 7 + y * 3 + seed as u32) % 90) as u8;
+        image::Rgb([v, v / 2 + 30, 90 - v])
+    });
+    for (k, &c) in shapes.iter().enumerate() {
+        // Each shape in its own half, so shapes of different colours never overlap.
+        let (x0, y0) = (k as u32 * w / 2 + rng.next(w / 4), rng.next(h / 2));
+        let (sw, sh) = (w / 8 + rng.next(w / 8), h / 8 + rng.next(h / 4));
+        for y in y0..(y0 + sh).min(h) {
+            for x in x0..(x0 + sw).min(w) {
+                img.put_pixel(x, y, image::Rgb(c));
+            }
+        }
+    }
+    img
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+const RED: [u8; 3] = [255, 0, 0];
+const BLUE: [u8; 3] = [0, 0, 255];
+
+/// Request bodies: distinct generated images; references distinct per request (`cold`) or
+/// shared by all (`warm`).
+fn bodies(n: usize, cold: bool) -> Vec<bytes::Bytes> {
+    let shared = (
+        b64(&common::jpeg(&scene(256, 256, 7, &[RED]), 90)),
+        b64(&common::jpeg(&scene(256, 256, 8, &[BLUE]), 90)),
+    );
+    (0..n)
+        .map(|i| {
+            let generated = b64(&common::jpeg(&scene(512, 512, 1000 + i as u64, &[RED, BLUE]), 90));
+            let (r1, r2) = if cold {
+                (
+                    b64(&common::jpeg(&scene(256, 256, 50_000 + 2 * i as u64, &[RED]), 90)),
+                    b64(&common::jpeg(&scene(256, 256, 50_001 + 2 * i as u64, &[BLUE]), 90)),
+                )
+            } else {
+                shared.clone()
+            };
+            let body = serde_json::json!({"items": [{"image": generated, "prompt": "a red thing and a blue thing",
+                "subjects": [{"name": "red", "reference": r1}, {"name": "blue", "reference": r2}]}]});
+            bytes::Bytes::from(body.to_string())
+        })
+        .collect()
+}
+
+struct Run {
+    rewards_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    decode_ms: f64,
+    detection_ms: f64,
+    embedding_ms: f64,
+    hits: f64,
+    misses: f64,
+    errors: usize,
+}
+
+async fn run(base: &str, bodies: Arc<Vec<bytes::Bytes>>, callers: usize) -> Run {
+    let client = reqwest::Client::new();
+    let (h0, m0) = (
+        common::metric(&client, base, "psr_reward_reference_cache_hits_total").await,
+        common::metric(&client, base, "psr_reward_reference_cache_misses_total").await,
+    );
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|c| {
+            let (client, bodies, url) =
+                (client.clone(), bodies.clone(), format!("{base}/v1/reward"));
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                let mut errors = 0;
+                for k in (c..bodies.len()).step_by(callers) {
+                    let t = Instant::now();
+                    let r = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(bodies[k].clone())
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status() == 200 => {
+                            let v: serde_json::Value = r.json().await.expect("json");
+                            let ms = |f: &str| v["timing"][f].as_f64().unwrap_or(0.0);
+                            out.push((
+                                t.elapsed().as_secs_f64() * 1e3,
+                                ms("decode_ms"),
+                                ms("detection_ms"),
+                                ms("embedding_ms"),
+                            ));
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                (out, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (o, e) = t.await.expect("task");
+        all.extend(o);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut lat: Vec<f64> = all.iter().map(|r| r.0).collect();
+    lat.sort_by(f64::total_cmp);
+    let mean = |f: fn(&(f64, f64, f64, f64)) -> f64| {
+        all.iter().map(f).sum::<f64>() / all.len().max(1) as f64
+    };
+    Run {
+        rewards_per_s: all.len() as f64 / elapsed,
+        p50_ms: common::percentile(&lat, 0.5),
+        p99_ms: common::percentile(&lat, 0.99),
+        decode_ms: mean(|r| r.1),
+        detection_ms: mean(|r| r.2),
+        embedding_ms: mean(|r| r.3),
+        hits: common::metric(&client, base, "psr_reward_reference_cache_hits_total").await - h0,
+        misses: common::metric(&client, base, "psr_reward_reference_cache_misses_total").await - m0,
+        errors,
+    }
+}
+
+fn main() {
+    if !common::invoked_by_cargo_bench("reward") {
+        return;
+    }
+    let args = parse_args();
+    eprintln!(
+        "generating {} cold and {} warm request bodies",
+        args.requests, args.requests
+    );
+    let cold = Arc::new(bodies(args.requests, true));
+    let warm = Arc::new(bodies(args.requests, false));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (cold_run, warm_run) = rt.block_on(async {
+        let svc = common::Service::start(&args.manifest).await;
+        // Warm-up with one request of each kind outside the measurement.
+        run(&svc.base, Arc::new(vec![cold[0].clone()]), 1).await;
+        let cold_run = run(&svc.base, cold.clone(), args.callers).await;
+        run(&svc.base, Arc::new(vec![warm[0].clone()]), 1).await; // puts the shared references in the cache
+        let warm_run = run(&svc.base, warm.clone(), args.callers).await;
+        (cold_run, warm_run)
+    });
+    println!(
+        "\n### Rewards ({}, {} callers, {} requests of one 2-subject item each)\n",
+        args.manifest.display(),
+        args.callers,
+        args.requests
+    );
+    println!("| reference cache | rewards/s | p50 ms | p99 ms | cache hits | misses | errors | decode ms | detection ms | embedding ms |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, r) in [
+        ("cold (new references)", &cold_run),
+        ("warm (GRPO group)", &warm_run),
+    ] {
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {:.1} | {:.1} | {:.1} |",
+            r.rewards_per_s,
+            r.p50_ms,
+            r.p99_ms,
+            r.hits,
+            r.misses,
+            r.errors,
+            r.decode_ms,
+            r.detection_ms,
+            r.embedding_ms
+        );
+    }
+    println!("\nThe stage columns are per-request means of the response's `timing` (decode = parse, base64 and image decode on the CPU pool; detection and embedding include queueing behind other callers).");
+}

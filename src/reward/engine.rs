@@ -1,0 +1,383 @@
+//! One reward request end to end: the requested components computed concurrently (subject
+//! consistency and position from one detection pass, the judge, the aesthetic scorer), each
+//! normalised, then combined. A component that fails is null with its reason; the others
+//! still come back.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::aesthetic::remote_scores;
+use super::combine::{combine, FailurePolicy, Normalization};
+use super::judge::Judge;
+use super::position::{position_score, PositionScore};
+use super::remote::Remote;
+use super::subject_consistency::{
+    score_items, ItemInput, ScError, ScItem, ScServices, StageTiming,
+};
+use super::{Mode, ScOptions};
+use crate::batcher::SubmitOptions;
+use crate::imaging;
+use crate::metrics::Metrics;
+
+/// Everything the components need.
+#[derive(Clone)]
+pub struct RewardServices {
+    pub sc: ScServices,
+    pub judge: Option<Arc<Judge>>,
+    /// Remote aesthetic scorer and its URL.
+    pub aesthetic_remote: Option<(Arc<Remote>, String)>,
+    pub normalization: BTreeMap<String, Normalization>,
+    pub policy: FailurePolicy,
+    pub metrics: Arc<Metrics>,
+}
+
+/// One item with what the non-visual components need.
+pub struct PreparedItem {
+    pub input: ItemInput,
+    pub prompt: String,
+    pub task: Option<String>,
+    /// The generated image as sent (base64), kept when a remote service needs it.
+    pub image_b64: Option<String>,
+    /// MIME type of the generated image (for the judge's data URL).
+    pub mime: &'static str,
+}
+
+/// What to compute.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub weights: BTreeMap<String, f64>,
+    pub mode: Mode,
+    pub options: ScOptions,
+    pub submit: SubmitOptions,
+}
+
+impl Plan {
+    fn wants(&self, component: &str) -> bool {
+        self.weights.contains_key(component)
+    }
+}
+
+/// Subject consistency as reported.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ScComponent {
+    /// The normalised score the reward uses.
+    pub score: f64,
+    /// Mean cosine similarity over subjects.
+    pub raw: f64,
+    pub subjects: Vec<super::SubjectScore>,
+}
+
+/// Semantic alignment as reported.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SaComponent {
+    /// The normalised score; null when the answer did not parse (outside psr mode).
+    pub score: Option<f64>,
+    /// The judge's 0..10 score (5 substituted in psr mode when unparsed).
+    pub raw: Option<f64>,
+    pub parsed: bool,
+    /// The scripts' 5 was used because the answer did not parse (psr mode only).
+    pub substituted: bool,
+    /// The instruction template used.
+    pub template: String,
+}
+
+/// Aesthetic as reported.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AestheticComponent {
+    pub score: f64,
+    pub raw: f64,
+    /// `model` (in-process) or `remote`.
+    pub source: &'static str,
+}
+
+/// Position as reported.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PositionComponent {
+    /// Normalised; null when the prompt names no relation.
+    pub score: Option<f64>,
+    #[serde(flatten)]
+    pub detail: PositionScore,
+}
+
+/// The components of one item (absent when not requested).
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct Components {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_consistency: Option<ScComponent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub semantic_alignment: Option<SaComponent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aesthetic: Option<AestheticComponent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<PositionComponent>,
+}
+
+/// One item's reward.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ItemReward {
+    /// Weighted sum of the normalised components; see the failure policy when one is null.
+    pub reward: Option<f64>,
+    pub components: Components,
+    /// Per failed (or unscored) component, why.
+    pub errors: BTreeMap<String, String>,
+}
+
+/// What the non-visual components keep of an item while subject consistency runs.
+struct ItemMeta {
+    image: Arc<imaging::DecodedImage>,
+    prompt: String,
+    task: Option<String>,
+    image_b64: Option<String>,
+    mime: &'static str,
+}
+
+/// Computes every requested component of every item. Only input errors of subject
+/// consistency (unknown references, bad names, a missing model) fail the whole request.
+pub async fn compute(
+    svc: &RewardServices,
+    items: Vec<PreparedItem>,
+    plan: &Plan,
+) -> Result<(Vec<ItemReward>, StageTiming), ScError> {
+    let need_sc = plan.wants("subject_consistency") || plan.wants("position");
+    let mut sc_inputs = Vec::with_capacity(items.len());
+    let mut meta = Vec::with_capacity(items.len());
+    for it in items {
+        meta.push(ItemMeta {
+            image: it.input.image.clone(),
+            prompt: it.prompt,
+            task: it.task,
+            image_b64: it.image_b64,
+            mime: it.mime,
+        });
+        sc_inputs.push(it.input);
+    }
+    let sc = async {
+        if !need_sc {
+            return Ok(None);
+        }
+        match score_items(&svc.sc, sc_inputs, plan.options, plan.submit).await {
+            Ok(done) => Ok(Some(Ok(done))),
+            Err(
+                e @ (ScError::UnknownReference { .. }
+                | ScError::Name { .. }
+                | ScError::NotServed(_)),
+            ) => Err(e),
+            Err(e) => Ok(Some(Err(e.to_string()))),
+        }
+    };
+    let sa = async {
+        if !plan.wants("semantic_alignment") {
+            return None;
+        }
+        Some(futures_util::future::join_all(meta.iter().map(|m| judge_one(svc, m))).await)
+    };
+    let ae = async {
+        if !plan.wants("aesthetic") {
+            return None;
+        }
+        Some(aesthetic_all(svc, &meta, plan.submit).await)
+    };
+    let (sc, sa, ae) = tokio::join!(sc, sa, ae);
+    let (sc_items, timing) = match sc? {
+        Some(Ok((items, timing))) => (Some(Ok(items)), timing),
+        Some(Err(e)) => (Some(Err(e)), StageTiming::default()),
+        None => (None, StageTiming::default()),
+    };
+    let norm = |c: &str, raw: f64| svc.normalization.get(c).map_or(raw, |n| n.apply(raw));
+    let mut out = Vec::with_capacity(meta.len());
+    for (i, m) in meta.iter().enumerate() {
+        let mut components = Components::default();
+        let mut errors = BTreeMap::new();
+        let mut scores: BTreeMap<String, Option<f64>> = BTreeMap::new();
+        let sc_item: Result<&ScItem, String> = match &sc_items {
+            Some(Ok(items)) => items.get(i).ok_or_else(|| "missing result".to_string()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(String::new()),
+        };
+        if plan.wants("subject_consistency") {
+            match &sc_item {
+                Ok(item) => {
+                    let score = norm("subject_consistency", item.score);
+                    scores.insert("subject_consistency".into(), Some(score));
+                    components.subject_consistency = Some(ScComponent {
+                        score,
+                        raw: item.score,
+                        subjects: item.subjects.clone(),
+                    });
+                }
+                Err(e) => {
+                    errors.insert("subject_consistency".to_string(), e.clone());
+                }
+            }
+        }
+        if plan.wants("position") {
+            match &sc_item {
+                Ok(item) if item.first_boxes.len() >= 2 => {
+                    let detail =
+                        position_score(&m.prompt, item.first_boxes[0], item.first_boxes[1]);
+                    let score = detail.score.map(|s| norm("position", s));
+                    if let (None, Some(reason)) = (score, detail.reason) {
+                        errors.insert("position".to_string(), reason.to_string());
+                    }
+                    scores.insert("position".into(), score);
+                    components.position = Some(PositionComponent { score, detail });
+                }
+                Ok(_) => {
+                    errors.insert(
+                        "position".to_string(),
+                        "position needs two subjects".to_string(),
+                    );
+                }
+                Err(e) => {
+                    errors.insert("position".to_string(), e.clone());
+                }
+            }
+        }
+        if let Some(results) = &sa {
+            match &results[i] {
+                Ok(j) => {
+                    let substituted = !j.parsed && plan.mode == Mode::Psr;
+                    // psr-reference.md: the scripts score an unparsed answer 5.
+                    let raw = if substituted { Some(5.0) } else { j.raw };
+                    let score = raw.map(|r| norm("semantic_alignment", r));
+                    if !j.parsed {
+                        let note = if substituted {
+                            " (5 substituted, psr mode)"
+                        } else {
+                            ""
+                        };
+                        errors.insert(
+                            "semantic_alignment".to_string(),
+                            format!("the judge's answer has no parseable [Score]{note}"),
+                        );
+                    }
+                    scores.insert("semantic_alignment".into(), score);
+                    components.semantic_alignment = Some(SaComponent {
+                        score,
+                        raw,
+                        parsed: j.parsed,
+                        substituted,
+                        template: template_of(m.task.as_deref()).to_string(),
+                    });
+                }
+                Err(e) => {
+                    errors.insert("semantic_alignment".to_string(), e.clone());
+                }
+            }
+        }
+        if let Some(results) = &ae {
+            match results.as_ref().map(|r| r[i]) {
+                Ok((Some(raw), source)) => {
+                    let score = norm("aesthetic", raw);
+                    scores.insert("aesthetic".into(), Some(score));
+                    components.aesthetic = Some(AestheticComponent { score, raw, source });
+                }
+                Ok((None, _)) => {
+                    errors.insert(
+                        "aesthetic".to_string(),
+                        "the scorer returned no score for this image".to_string(),
+                    );
+                }
+                Err(e) => {
+                    errors.insert("aesthetic".to_string(), e.clone());
+                }
+            }
+        }
+        for name in plan.weights.keys() {
+            if scores.get(name).copied().flatten().is_none() {
+                svc.metrics.component_failed(name);
+            }
+        }
+        out.push(ItemReward {
+            reward: combine(&plan.weights, &scores, svc.policy),
+            components,
+            errors,
+        });
+    }
+    Ok((out, timing))
+}
+
+/// The judge's instruction template for a task (`general` for none and for `position`).
+fn template_of(task: Option<&str>) -> &str {
+    match task {
+        Some(t) if super::judge::TASK_TEMPLATES.contains(&t) => t,
+        _ => "general",
+    }
+}
+
+async fn judge_one(svc: &RewardServices, m: &ItemMeta) -> Result<super::Judgement, String> {
+    let judge = svc.judge.as_ref().ok_or("no judge is configured")?;
+    let b64 = m
+        .image_b64
+        .as_deref()
+        .ok_or("the image was not kept for the judge")?;
+    let data_url = format!("data:{};base64,{b64}", m.mime);
+    judge
+        .judge(
+            &m.image.content_hash,
+            &data_url,
+            &m.prompt,
+            template_of(m.task.as_deref()),
+        )
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Raw aesthetic scores of every item: the in-process scorer when the manifest has one,
+/// else the remote scorer.
+async fn aesthetic_all(
+    svc: &RewardServices,
+    meta: &[ItemMeta],
+    submit: SubmitOptions,
+) -> Result<Vec<(Option<f64>, &'static str)>, String> {
+    if let Some(lane) = svc.sc.models.aesthetic.as_ref() {
+        let images: Vec<Arc<imaging::DecodedImage>> =
+            meta.iter().map(|m| m.image.clone()).collect();
+        let (pre, pool, cpu) = (
+            lane.preprocess.clone(),
+            svc.sc.tensors.clone(),
+            svc.sc.cpu.clone(),
+        );
+        let tensors = svc
+            .sc
+            .cpu
+            .run(move || {
+                cpu.map(images, |img| {
+                    imaging::to_tensor(&img.rgb, &pre, &pool).map_err(|e| e.to_string())
+                })
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+        let tickets = lane
+            .batcher
+            .submit(tensors, submit)
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(meta.len());
+        for t in tickets {
+            let done = tokio::time::timeout_at(submit.deadline.into(), t)
+                .await
+                .map_err(|_| "the request's deadline passed".to_string())?
+                .map_err(|_| "model lane closed the item".to_string())?
+                .map_err(|e| e.to_string())?;
+            out.push((done.output.first().map(|v| f64::from(*v)), "model"));
+        }
+        return Ok(out);
+    }
+    let (remote, url) = svc
+        .aesthetic_remote
+        .as_ref()
+        .ok_or("no aesthetic scorer is configured")?;
+    let prompts: Vec<&str> = meta.iter().map(|m| m.prompt.as_str()).collect();
+    let images: Vec<&str> = meta
+        .iter()
+        .map(|m| m.image_b64.as_deref().unwrap_or(""))
+        .collect();
+    let scores = remote_scores(remote, url, &prompts, &images)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(scores.into_iter().map(|s| (s, "remote")).collect())
+}
