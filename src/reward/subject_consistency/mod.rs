@@ -7,170 +7,29 @@
 //! crops through the embedder lane, so items and subjects batch with each other and with other
 //! callers. References come from the [`ReferenceCache`] when seen before.
 
+mod types;
+mod work;
+
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use image::RgbImage;
-use serde::Serialize;
 
 use super::assignment::{best_assignment, MAX_CANDIDATES};
-use super::cache::{CacheKey, CachedReference, ReferenceCache};
+use super::cache::{CacheKey, CachedReference};
 use super::crop::{self, CropRule};
 use super::{AlphaRule, DetectionRule, Fallback, Matching, ScOptions};
-use crate::batcher::{BatchError, SubmitOptions, Ticket};
-use crate::cpu_pool::{CpuPool, CpuPoolError};
-use crate::imaging::{self, DecodedImage, TensorPool};
-use crate::models::{Detection, Models, TokenizeError};
+use crate::batcher::SubmitOptions;
+use crate::imaging::{self, DecodedImage};
+use crate::models::Detection;
 
-/// Shared services the reward needs.
-#[derive(Clone)]
-pub struct ScServices {
-    pub models: Arc<Models>,
-    pub cache: Arc<ReferenceCache>,
-    pub cpu: CpuPool,
-    pub tensors: TensorPool,
-}
-
-/// One generated image and its subjects.
-pub struct ItemInput {
-    pub image: Arc<DecodedImage>,
-    pub subjects: Vec<SubjectInput>,
-}
-
-/// A subject: its category name and its reference.
-pub struct SubjectInput {
-    pub name: String,
-    pub reference: ReferenceInput,
-}
-
-/// A reference image, or the content hash of one the cache already holds.
-pub enum ReferenceInput {
-    Image(Arc<DecodedImage>),
-    Cached(String),
-}
-
-/// Why the reward could not be computed.
-#[derive(Debug, thiserror::Error)]
-pub enum ScError {
-    #[error("items[{item}].subjects[{subject}]: reference {hash} is not in the reference cache (never sent, or evicted); send the image again")]
-    UnknownReference {
-        item: usize,
-        subject: usize,
-        hash: String,
-    },
-    #[error("items[{item}].subjects[{subject}].name: {source}")]
-    Name {
-        item: usize,
-        subject: usize,
-        source: TokenizeError,
-    },
-    #[error("no {0} model is configured")]
-    NotServed(&'static str),
-    #[error(transparent)]
-    Batch(#[from] BatchError),
-    #[error("cannot preprocess image: {0}")]
-    Preprocess(String),
-    #[error("the request's deadline passed")]
-    Timeout,
-    #[error(transparent)]
-    Pool(#[from] CpuPoolError),
-}
-
-/// The per-subject result.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct SubjectScore {
-    pub name: String,
-    /// Cosine similarity of the generated and reference crop embeddings.
-    pub similarity: f64,
-    /// A box was kept for this subject in the generated image.
-    pub detected: bool,
-    /// That box, `[x1, y1, x2, y2]` after the scripts' `int()` truncation.
-    #[serde(rename = "box")]
-    pub bbox: Option<[i64; 4]>,
-    /// Why the whole generated image was embedded instead of the crop.
-    pub fallback: Option<Fallback>,
-    pub reference_detected: bool,
-    pub reference_box: Option<[i64; 4]>,
-    pub reference_fallback: Option<Fallback>,
-    /// Content hash of the reference: send `{"ref": hash}` next time instead of the image.
-    pub reference: String,
-}
-
-/// The subject-consistency component of one item.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ScItem {
-    /// Mean of the subjects' similarities.
-    pub score: f64,
-    pub subjects: Vec<SubjectScore>,
-    /// Per subject, the first kept box of its category in the generated image (what the
-    /// position script uses, whatever the matching rule), `None` when nothing was kept.
-    #[serde(skip)]
-    pub first_boxes: Vec<Option<[i64; 4]>>,
-}
-
-/// Where the time of a request went.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct StageTiming {
-    pub detection: Duration,
-    pub embedding: Duration,
-    pub queue: Duration,
-    pub inference: Duration,
-}
-
-/// An image of the request as the models see it.
-struct Img {
-    /// RGB pixels used for detection and crops (alpha dropped or composited).
-    rgb: Arc<RgbImage>,
-    detectable: bool,
-}
-
-enum RefState {
-    Cached(CachedReference),
-    /// Index into the pending references.
-    Pending(usize),
-}
-
-/// A crop (or the whole image) to embed.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct EmbedKey {
-    image: usize,
-    window: Option<crop::Window>,
-}
-
-/// Where a subject's generated embedding comes from, and how it is reported.
-#[derive(Clone, Copy)]
-struct Choice {
-    embed: usize,
-    detected: bool,
-    bbox: Option<[i64; 4]>,
-    fallback: Option<Fallback>,
-}
-
-/// Subjects of one item sharing a category, decided by assignment after embedding.
-struct Group {
-    item: usize,
-    members: Vec<usize>,
-    candidates: Vec<Choice>,
-    /// The whole image, when there are fewer candidates than members.
-    whole: Option<Choice>,
-}
-
-/// Embedding jobs, deduplicated (several subjects falling back to one whole image share it).
-#[derive(Default)]
-struct EmbedJobs {
-    keys: Vec<EmbedKey>,
-    index: HashMap<EmbedKey, usize>,
-}
-
-impl EmbedJobs {
-    fn add(&mut self, key: EmbedKey) -> usize {
-        *self.index.entry(key).or_insert_with(|| {
-            self.keys.push(key);
-            self.keys.len() - 1
-        })
-    }
-}
+pub use types::{
+    ItemInput, ReferenceInput, ScError, ScItem, ScServices, StageTiming, SubjectInput, SubjectScore,
+};
+use work::{
+    collect, cosine, embed_all, name_locator, Choice, EmbedJobs, EmbedKey, Group, Img, RefState,
+};
 
 /// Computes the subject-consistency component of every item.
 pub async fn score_items(
@@ -541,110 +400,4 @@ pub async fn score_items(
         });
     }
     Ok((results, timing))
-}
-
-/// Maps a tokenizer error on a category back to the first subject that named it.
-fn name_locator(items: &[ItemInput]) -> impl Fn(&str, TokenizeError) -> ScError + Send + 'static {
-    let names: Vec<(usize, usize, String)> = items
-        .iter()
-        .enumerate()
-        .flat_map(|(i, it)| {
-            it.subjects
-                .iter()
-                .enumerate()
-                .map(move |(s, sub)| (i, s, sub.name.clone()))
-        })
-        .collect();
-    move |name, source| {
-        let (item, subject) = names
-            .iter()
-            .find(|(_, _, n)| n == name)
-            .map_or((0, 0), |(i, s, _)| (*i, *s));
-        ScError::Name {
-            item,
-            subject,
-            source,
-        }
-    }
-}
-
-/// Preprocesses every crop on the CPU pool and embeds them all in one submission.
-async fn embed_all(
-    svc: &ScServices,
-    embedder: &crate::models::ImageLane,
-    images: &[Img],
-    keys: &[EmbedKey],
-    submit: SubmitOptions,
-    timing: &mut StageTiming,
-) -> Result<Vec<Vec<f32>>, ScError> {
-    let work: Vec<(Arc<RgbImage>, Option<crop::Window>)> = keys
-        .iter()
-        .map(|k| (images[k.image].rgb.clone(), k.window))
-        .collect();
-    let (pre, pool, cpu) = (
-        embedder.preprocess.clone(),
-        svc.tensors.clone(),
-        svc.cpu.clone(),
-    );
-    let tensors = svc
-        .cpu
-        .run(move || {
-            cpu.map(work, |(rgb, window)| {
-                let result = match window {
-                    Some(w) => imaging::to_tensor(&crop::crop(&rgb, w), &pre, &pool),
-                    None => imaging::to_tensor(&rgb, &pre, &pool),
-                };
-                result.map_err(|e| ScError::Preprocess(e.to_string()))
-            })
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()
-        })
-        .await??;
-    collect(
-        embedder.batcher.submit(tensors, submit)?,
-        submit.deadline,
-        timing,
-    )
-    .await
-}
-
-/// Awaits every ticket under the deadline.
-async fn collect<O>(
-    tickets: Vec<Ticket<O>>,
-    deadline: Instant,
-    timing: &mut StageTiming,
-) -> Result<Vec<O>, ScError> {
-    let all = async {
-        let mut out = Vec::with_capacity(tickets.len());
-        for t in tickets {
-            match t.await {
-                Ok(Ok(done)) => {
-                    timing.queue = timing.queue.max(done.queue_time);
-                    timing.inference += done.inference_time;
-                    out.push(done.output);
-                }
-                Ok(Err(e)) => return Err(ScError::Batch(e)),
-                Err(_) => return Err(ScError::Preprocess("model lane closed the item".into())),
-            }
-        }
-        Ok(out)
-    };
-    tokio::time::timeout_at(deadline.into(), all)
-        .await
-        .unwrap_or(Err(ScError::Timeout))
-}
-
-/// Cosine similarity in f64 (the scripts L2-normalise then take the dot product).
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(x), f64::from(y));
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    if na == 0.0 || nb == 0.0 {
-        return 0.0;
-    }
-    dot / (na.sqrt() * nb.sqrt())
 }

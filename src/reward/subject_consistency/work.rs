@@ -1,0 +1,178 @@
+//! The bookkeeping of one request: images as the models see them, crop choices, deduplicated
+//! embedding jobs, and the stages that run them through the lanes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use image::RgbImage;
+
+use super::super::cache::CachedReference;
+use super::super::crop;
+use super::super::Fallback;
+use super::types::{ItemInput, ScError, ScServices, StageTiming};
+use crate::batcher::{SubmitOptions, Ticket};
+use crate::imaging;
+use crate::models::TokenizeError;
+
+/// An image of the request as the models see it.
+pub(super) struct Img {
+    /// RGB pixels used for detection and crops (alpha dropped or composited).
+    pub(super) rgb: Arc<RgbImage>,
+    pub(super) detectable: bool,
+}
+
+pub(super) enum RefState {
+    Cached(CachedReference),
+    /// Index into the pending references.
+    Pending(usize),
+}
+
+/// A crop (or the whole image) to embed.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct EmbedKey {
+    pub(super) image: usize,
+    pub(super) window: Option<crop::Window>,
+}
+
+/// Where a subject's generated embedding comes from, and how it is reported.
+#[derive(Clone, Copy)]
+pub(super) struct Choice {
+    pub(super) embed: usize,
+    pub(super) detected: bool,
+    pub(super) bbox: Option<[i64; 4]>,
+    pub(super) fallback: Option<Fallback>,
+}
+
+/// Subjects of one item sharing a category, decided by assignment after embedding.
+pub(super) struct Group {
+    pub(super) item: usize,
+    pub(super) members: Vec<usize>,
+    pub(super) candidates: Vec<Choice>,
+    /// The whole image, when there are fewer candidates than members.
+    pub(super) whole: Option<Choice>,
+}
+
+/// Embedding jobs, deduplicated (several subjects falling back to one whole image share it).
+#[derive(Default)]
+pub(super) struct EmbedJobs {
+    pub(super) keys: Vec<EmbedKey>,
+    pub(super) index: HashMap<EmbedKey, usize>,
+}
+
+impl EmbedJobs {
+    pub(super) fn add(&mut self, key: EmbedKey) -> usize {
+        *self.index.entry(key).or_insert_with(|| {
+            self.keys.push(key);
+            self.keys.len() - 1
+        })
+    }
+}
+
+/// Maps a tokenizer error on a category back to the first subject that named it.
+pub(super) fn name_locator(
+    items: &[ItemInput],
+) -> impl Fn(&str, TokenizeError) -> ScError + Send + 'static {
+    let names: Vec<(usize, usize, String)> = items
+        .iter()
+        .enumerate()
+        .flat_map(|(i, it)| {
+            it.subjects
+                .iter()
+                .enumerate()
+                .map(move |(s, sub)| (i, s, sub.name.clone()))
+        })
+        .collect();
+    move |name, source| {
+        let (item, subject) = names
+            .iter()
+            .find(|(_, _, n)| n == name)
+            .map_or((0, 0), |(i, s, _)| (*i, *s));
+        ScError::Name {
+            item,
+            subject,
+            source,
+        }
+    }
+}
+
+/// Preprocesses every crop on the CPU pool and embeds them all in one submission.
+pub(super) async fn embed_all(
+    svc: &ScServices,
+    embedder: &crate::models::ImageLane,
+    images: &[Img],
+    keys: &[EmbedKey],
+    submit: SubmitOptions,
+    timing: &mut StageTiming,
+) -> Result<Vec<Vec<f32>>, ScError> {
+    let work: Vec<(Arc<RgbImage>, Option<crop::Window>)> = keys
+        .iter()
+        .map(|k| (images[k.image].rgb.clone(), k.window))
+        .collect();
+    let (pre, pool, cpu) = (
+        embedder.preprocess.clone(),
+        svc.tensors.clone(),
+        svc.cpu.clone(),
+    );
+    let tensors = svc
+        .cpu
+        .run(move || {
+            cpu.map(work, |(rgb, window)| {
+                let result = match window {
+                    Some(w) => imaging::to_tensor(&crop::crop(&rgb, w), &pre, &pool),
+                    None => imaging::to_tensor(&rgb, &pre, &pool),
+                };
+                result.map_err(|e| ScError::Preprocess(e.to_string()))
+            })
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .await??;
+    collect(
+        embedder.batcher.submit(tensors, submit)?,
+        submit.deadline,
+        timing,
+    )
+    .await
+}
+
+/// Awaits every ticket under the deadline.
+pub(super) async fn collect<O>(
+    tickets: Vec<Ticket<O>>,
+    deadline: Instant,
+    timing: &mut StageTiming,
+) -> Result<Vec<O>, ScError> {
+    let all = async {
+        let mut out = Vec::with_capacity(tickets.len());
+        for t in tickets {
+            match t.await {
+                Ok(Ok(done)) => {
+                    timing.queue = timing.queue.max(done.queue_time);
+                    timing.inference += done.inference_time;
+                    out.push(done.output);
+                }
+                Ok(Err(e)) => return Err(ScError::Batch(e)),
+                Err(_) => return Err(ScError::Preprocess("model lane closed the item".into())),
+            }
+        }
+        Ok(out)
+    };
+    tokio::time::timeout_at(deadline.into(), all)
+        .await
+        .unwrap_or(Err(ScError::Timeout))
+}
+
+/// Cosine similarity in f64 (the scripts L2-normalise then take the dot product).
+pub(super) fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(x), f64::from(y));
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 {
+        return 0.0;
+    }
+    dot / (na.sqrt() * nb.sqrt())
+}
