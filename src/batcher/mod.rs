@@ -105,6 +105,46 @@ pub struct SubmitOptions {
 /// The awaitable result of one submitted item.
 pub type Ticket<O> = oneshot::Receiver<Result<Completed<O>, BatchError>>;
 
+/// How long the slowest item of a submission queued, and how long its batch ran.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WaitTimes {
+    pub queue: Duration,
+    pub inference: Duration,
+}
+
+/// Why awaiting a submission failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AwaitError {
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error("the deadline passed before every item completed")]
+    Deadline,
+    #[error("the model lane closed an item without answering")]
+    Closed,
+}
+
+/// Awaits every ticket of a submission until `deadline`. The first failed item fails the
+/// whole submission (its siblings' results would be incomplete).
+pub async fn await_all<O>(
+    tickets: Vec<Ticket<O>>,
+    deadline: Instant,
+) -> Result<(Vec<O>, WaitTimes), AwaitError> {
+    let all = async {
+        let mut out = Vec::with_capacity(tickets.len());
+        let mut times = WaitTimes::default();
+        for ticket in tickets {
+            let done = ticket.await.map_err(|_| AwaitError::Closed)??;
+            times.queue = times.queue.max(done.queue_time);
+            times.inference = times.inference.max(done.inference_time);
+            out.push(done.output);
+        }
+        Ok((out, times))
+    };
+    tokio::time::timeout_at(deadline.into(), all)
+        .await
+        .unwrap_or(Err(AwaitError::Deadline))
+}
+
 pub(crate) struct Shared<I, O> {
     name: String,
     config: LaneConfig,

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use crate::batcher::BatchError;
+use crate::batcher::{AwaitError, BatchError};
 use crate::cpu_pool::CpuPoolError;
 use crate::imaging::ImageError;
 
@@ -114,6 +114,16 @@ impl From<BatchError> for ApiError {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "backend", e.to_string())
             }
             BatchError::ShuttingDown { .. } => Self::not_ready(e.to_string()),
+        }
+    }
+}
+
+impl From<AwaitError> for ApiError {
+    fn from(e: AwaitError) -> Self {
+        match e {
+            AwaitError::Batch(b) => b.into(),
+            AwaitError::Deadline => Self::timeout(),
+            AwaitError::Closed => Self::internal(e.to_string()),
         }
     }
 }

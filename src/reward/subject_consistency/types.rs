@@ -58,12 +58,24 @@ pub enum ScError {
     NotServed(&'static str),
     #[error(transparent)]
     Batch(#[from] BatchError),
+    #[error("a model lane closed an item without answering")]
+    Closed,
     #[error("cannot preprocess image: {0}")]
     Preprocess(String),
     #[error("the request's deadline passed")]
     Timeout,
     #[error(transparent)]
     Pool(#[from] CpuPoolError),
+}
+
+impl From<crate::batcher::AwaitError> for ScError {
+    fn from(e: crate::batcher::AwaitError) -> Self {
+        match e {
+            crate::batcher::AwaitError::Batch(b) => Self::Batch(b),
+            crate::batcher::AwaitError::Deadline => Self::Timeout,
+            crate::batcher::AwaitError::Closed => Self::Closed,
+        }
+    }
 }
 
 /// The per-subject result.

@@ -11,7 +11,7 @@ use super::super::cache::CachedReference;
 use super::super::crop;
 use super::super::Fallback;
 use super::types::{ItemInput, ScError, ScServices, StageTiming};
-use crate::batcher::{SubmitOptions, Ticket};
+use crate::batcher::{await_all, SubmitOptions, Ticket};
 use crate::imaging;
 use crate::models::TokenizeError;
 
@@ -136,30 +136,17 @@ pub(super) async fn embed_all(
     .await
 }
 
-/// Awaits every ticket under the deadline.
+/// Awaits a stage's tickets under the deadline; stages run one after the other, so their
+/// inference times add up.
 pub(super) async fn collect<O>(
     tickets: Vec<Ticket<O>>,
     deadline: Instant,
     timing: &mut StageTiming,
 ) -> Result<Vec<O>, ScError> {
-    let all = async {
-        let mut out = Vec::with_capacity(tickets.len());
-        for t in tickets {
-            match t.await {
-                Ok(Ok(done)) => {
-                    timing.queue = timing.queue.max(done.queue_time);
-                    timing.inference += done.inference_time;
-                    out.push(done.output);
-                }
-                Ok(Err(e)) => return Err(ScError::Batch(e)),
-                Err(_) => return Err(ScError::Preprocess("model lane closed the item".into())),
-            }
-        }
-        Ok(out)
-    };
-    tokio::time::timeout_at(deadline.into(), all)
-        .await
-        .unwrap_or(Err(ScError::Timeout))
+    let (out, times) = await_all(tickets, deadline).await?;
+    timing.queue = timing.queue.max(times.queue);
+    timing.inference += times.inference;
+    Ok(out)
 }
 
 /// Cosine similarity in f64 (the scripts L2-normalise then take the dot product).

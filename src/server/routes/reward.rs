@@ -351,6 +351,7 @@ impl From<ScError> for ApiError {
             ScError::Batch(b) => b.into(),
             ScError::Timeout => ApiError::timeout(),
             ScError::Pool(p) => p.into(),
+            ScError::Closed => ApiError::internal(e.to_string()),
             ScError::Preprocess(m) => ApiError::internal(m),
         }
     }

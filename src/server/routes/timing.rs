@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::batcher::Ticket;
+use crate::batcher::{await_all, Ticket};
 use crate::server::error::ApiError;
 
 /// Where a request's time went.
@@ -33,29 +33,14 @@ impl Timing {
     }
 }
 
-/// Awaits every ticket, failing with 504 once `deadline` passes. The first failed item
-/// fails the request (its siblings' results would be incomplete).
+/// Awaits every ticket (504 once `deadline` passes) and records the wait times.
 pub async fn collect<O>(
     tickets: Vec<Ticket<O>>,
     deadline: Instant,
     timing: &mut Timing,
 ) -> Result<Vec<O>, ApiError> {
-    let all = async {
-        let mut out = Vec::with_capacity(tickets.len());
-        for ticket in tickets {
-            match ticket.await {
-                Ok(Ok(done)) => {
-                    timing.queue = timing.queue.max(done.queue_time);
-                    timing.inference = timing.inference.max(done.inference_time);
-                    out.push(done.output);
-                }
-                Ok(Err(e)) => return Err(ApiError::from(e)),
-                Err(_) => return Err(ApiError::internal("model lane closed the item")),
-            }
-        }
-        Ok(out)
-    };
-    tokio::time::timeout_at(deadline.into(), all)
-        .await
-        .unwrap_or_else(|_| Err(ApiError::timeout()))
+    let (out, times) = await_all(tickets, deadline).await?;
+    timing.queue = timing.queue.max(times.queue);
+    timing.inference = timing.inference.max(times.inference);
+    Ok(out)
 }
