@@ -244,6 +244,7 @@ async fn a_failing_batch_fails_only_its_requests_and_the_model_recovers() {
         detector: None,
         embedder: Some(lane),
         aesthetic: None,
+        preference: None,
     };
     let s = TestServer::start_models(models, Config::default(), metrics).await;
 

@@ -465,3 +465,43 @@ async fn component_and_weight_validation() {
     assert!(close(&out["results"][0]["reward"], 0.92), "{out}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clip_style_preference_model_scores_image_against_prompt() {
+    let mut manifest = default_manifest();
+    manifest.preference = Some(
+        toml::from_str(&format!(
+            r#"
+name = "fixture-preference"
+path = "{}"
+tokenizer = "{}"
+preprocess = {{ resize = {{ rule = "center_crop", short_side = 224, crop = 224 }}, filter = "bicubic", normalize = "clip" }}
+"#,
+            fixtures_dir().join("clip_pref.onnx").display(),
+            fixtures_dir().join("tokenizer.json").display()
+        ))
+        .unwrap(),
+    );
+    let s = TestServer::start_with(manifest, Config::default()).await;
+    let red = solid_b64(300, 224, RED);
+    let item = |prompt: &str| json!({"image": red, "prompt": prompt, "subjects": [{"name": "red", "reference": red}]});
+    // Red image: 100 * cos with the prompt's colour words (fixture design), batched together.
+    let body = json!({"items": [item("a red cat"), item("a yellow cat"), item("a cat")], "rewards": {"aesthetic": 1.0}});
+    let (status, _, out) = s.post("/v1/reward", &body).await;
+    assert_eq!(status, 200, "{out}");
+    let raws: Vec<f64> = out["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["components"]["aesthetic"]["raw"].as_f64().unwrap())
+        .collect();
+    let want = [100.0, 100.0 / 2f64.sqrt(), 0.0];
+    for (got, want) in raws.iter().zip(want) {
+        assert!((got - want).abs() < 1e-3, "{raws:?}");
+    }
+    assert_eq!(
+        out["results"][0]["components"]["aesthetic"]["source"],
+        "preference"
+    );
+    s.stop().await;
+}

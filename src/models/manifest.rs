@@ -34,6 +34,9 @@ pub struct Manifest {
     pub detector: Option<DetectorSpec>,
     pub embedder: Option<ImageModelSpec>,
     pub aesthetic: Option<ImageModelSpec>,
+    /// A CLIP-style image + text preference model (HPSv2, PickScore): scores the aesthetic
+    /// component against each item's prompt; preferred over `aesthetic` when both are set.
+    pub preference: Option<PreferenceSpec>,
     /// Folder relative paths are resolved against (the manifest's folder).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -133,6 +136,48 @@ pub struct ImageModelSpec {
     pub runtime: RuntimeSpec,
     #[serde(default)]
     pub batching: BatchingSpec,
+}
+
+/// A CLIP-style preference model: image tensor plus tokenised prompt -> `logits_per_image`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreferenceSpec {
+    pub name: String,
+    pub path: PathBuf,
+    /// `tokenizer.json` of the text tower.
+    pub tokenizer: PathBuf,
+    /// Prompts are truncated to this many tokens (77 for CLIP).
+    #[serde(default = "default_clip_text_len")]
+    pub max_text_len: usize,
+    #[serde(default = "default_image_input")]
+    pub pixel_values: String,
+    #[serde(default = "default_input_ids")]
+    pub input_ids: String,
+    #[serde(default = "default_attention_mask")]
+    pub attention_mask: String,
+    #[serde(default = "default_logits_per_image")]
+    pub logits: String,
+    pub preprocess: PreprocessSpec,
+    #[serde(default)]
+    pub runtime: RuntimeSpec,
+    #[serde(default)]
+    pub batching: BatchingSpec,
+}
+
+fn default_clip_text_len() -> usize {
+    77
+}
+
+fn default_input_ids() -> String {
+    "input_ids".into()
+}
+
+fn default_attention_mask() -> String {
+    "attention_mask".into()
+}
+
+fn default_logits_per_image() -> String {
+    "logits_per_image".into()
 }
 
 /// See [`ImageModelSpec::pooling`].
@@ -314,6 +359,13 @@ impl Manifest {
                 check_common(role, &s.runtime, &s.batching, &s.preprocess)
                     .map_err(|(f, m)| bad(&f, m))?;
             }
+        }
+        if let Some(p) = &self.preference {
+            if p.max_text_len == 0 {
+                return Err(bad("preference.max_text_len", "must be at least 1"));
+            }
+            check_common("preference", &p.runtime, &p.batching, &p.preprocess)
+                .map_err(|(f, m)| bad(&f, m))?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@ mod detector_lane;
 mod grounding_dino;
 mod image_model;
 pub mod manifest;
+mod preference;
 mod tokenizer;
 mod yolo;
 
@@ -22,6 +23,7 @@ pub use detector_lane::{DetectorLane, Prompt, Vocabulary};
 pub use grounding_dino::{Detection, DetectorItem, DetectorOutput, GroundingDino, Letterbox};
 pub use image_model::ImageModel;
 use manifest::{BatchingSpec, Manifest, RuntimeSpec};
+pub use preference::{PreferenceIo, PreferenceItem, PreferenceModel};
 pub use tokenizer::{category_caption, CaptionTokenizer, TokenizeError};
 pub use yolo::YoloDetector;
 
@@ -69,11 +71,20 @@ impl ImageLane {
     }
 }
 
+/// A CLIP-style preference model behind its batcher, with its tokenizer.
+pub struct PreferenceLane {
+    pub batcher: Batcher<PreferenceItem, f32>,
+    pub preprocess: Arc<Preprocess>,
+    pub tokenizer: Arc<CaptionTokenizer>,
+    info: Arc<Mutex<ModelInfo>>,
+}
+
 /// Every lane of the service.
 pub struct Models {
     pub detector: Option<DetectorLane>,
     pub embedder: Option<ImageLane>,
     pub aesthetic: Option<ImageLane>,
+    pub preference: Option<PreferenceLane>,
 }
 
 /// Starts one lane whose instances are sessions of `path`, each wrapped by `adapter`.
@@ -184,10 +195,16 @@ impl Models {
             .as_ref()
             .map(|s| image_lane(s, "aesthetic"))
             .transpose()?;
+        let preference = manifest
+            .preference
+            .as_ref()
+            .map(|spec| load_preference(spec, manifest, env, metrics, priority_levels))
+            .transpose()?;
         Ok(Self {
             detector,
             embedder,
             aesthetic,
+            preference,
         })
     }
 
@@ -215,6 +232,21 @@ impl Models {
             let plan = lane.preprocess.plan(256, 256);
             await_one(&lane.batcher, blank(plan.out_h, plan.out_w), opts).await?;
         }
+        if let Some(p) = &self.preference {
+            let plan = p.preprocess.plan(256, 256);
+            let input_ids =
+                p.tokenizer
+                    .encode_truncated("warm up")
+                    .map_err(|e| ModelError::Load {
+                        model: p.batcher.name().to_string(),
+                        message: e.to_string(),
+                    })?;
+            let item = PreferenceItem {
+                image: blank(plan.out_h, plan.out_w),
+                input_ids: input_ids.into(),
+            };
+            await_one(&p.batcher, item, opts).await?;
+        }
         Ok(())
     }
 
@@ -223,7 +255,8 @@ impl Models {
         let d = self.detector.as_ref().map(|d| &d.info);
         let e = self.embedder.as_ref().map(|l| &l.info);
         let a = self.aesthetic.as_ref().map(|l| &l.info);
-        [d, e, a]
+        let p = self.preference.as_ref().map(|l| &l.info);
+        [d, e, a, p]
             .into_iter()
             .flatten()
             .map(|i| i.lock().unwrap_or_else(PoisonError::into_inner).clone())
@@ -238,7 +271,51 @@ impl Models {
         for lane in [&self.embedder, &self.aesthetic].into_iter().flatten() {
             lane.batcher.shutdown();
         }
+        if let Some(p) = &self.preference {
+            p.batcher.shutdown();
+        }
     }
+}
+
+/// Loads a CLIP-style preference model with its tokenizer.
+fn load_preference(
+    spec: &manifest::PreferenceSpec,
+    manifest: &Manifest,
+    env: &ort::environment::Environment,
+    metrics: &Metrics,
+    priority_levels: u8,
+) -> Result<PreferenceLane, ModelError> {
+    let path = manifest.resolve(&spec.path);
+    let preprocess = spec.preprocess.build();
+    let info = new_info(&spec.name, "preference", &path, &spec.batching, &preprocess);
+    let tokenizer = CaptionTokenizer::load(&manifest.resolve(&spec.tokenizer), spec.max_text_len)
+        .map_err(|e| ModelError::Load {
+        model: spec.name.clone(),
+        message: e.to_string(),
+    })?;
+    let io = PreferenceIo {
+        pixel_values: spec.pixel_values.clone(),
+        input_ids: spec.input_ids.clone(),
+        attention_mask: spec.attention_mask.clone(),
+        logits: spec.logits.clone(),
+    };
+    let batcher = start_lane(
+        &spec.name,
+        &path,
+        &spec.runtime,
+        &spec.batching,
+        priority_levels,
+        env,
+        metrics,
+        &info,
+        move |session| PreferenceModel::new(session, io.clone()),
+    )?;
+    Ok(PreferenceLane {
+        batcher,
+        preprocess: Arc::new(preprocess),
+        tokenizer: Arc::new(tokenizer),
+        info,
+    })
 }
 
 pub(super) fn new_info(

@@ -52,6 +52,27 @@ impl CaptionTokenizer {
 }
 
 impl CaptionTokenizer {
+    /// Token ids of a free-text prompt, truncated to the length limit (CLIP text towers
+    /// truncate long prompts rather than refuse them), keeping the closing special token.
+    pub fn encode_truncated(&self, text: &str) -> Result<Vec<i64>, TokenizeError> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+        let ids = enc.get_ids();
+        let mut out: Vec<i64> = ids
+            .iter()
+            .take(self.max_len)
+            .map(|&i| i64::from(i))
+            .collect();
+        if ids.len() > self.max_len {
+            if let (Some(last), Some(&end)) = (out.last_mut(), ids.last()) {
+                *last = i64::from(end);
+            }
+        }
+        Ok(out)
+    }
+
     /// One caption naming several categories, as Grounding DINO is usually prompted
     /// ("cat . crab ."), with the token columns of each category.
     pub fn encode_joint(

@@ -325,13 +325,54 @@ async fn judge_one(svc: &RewardServices, m: &ItemMeta) -> Result<super::Judgemen
         .map_err(|e| e.to_string())
 }
 
-/// Raw aesthetic scores of every item: the in-process scorer when the manifest has one,
-/// else the remote scorer.
+/// Raw aesthetic scores of every item: the preference model (image + prompt) when the
+/// manifest has one, else the image scorer, else the remote scorer.
 async fn aesthetic_all(
     svc: &RewardServices,
     meta: &[ItemMeta],
     submit: SubmitOptions,
 ) -> Result<Vec<(Option<f64>, &'static str)>, String> {
+    if let Some(lane) = svc.sc.models.preference.as_ref() {
+        let work: Vec<(Arc<imaging::DecodedImage>, String)> = meta
+            .iter()
+            .map(|m| (m.image.clone(), m.prompt.clone()))
+            .collect();
+        let (pre, tok, pool, cpu) = (
+            lane.preprocess.clone(),
+            lane.tokenizer.clone(),
+            svc.sc.tensors.clone(),
+            svc.sc.cpu.clone(),
+        );
+        let items = svc
+            .sc
+            .cpu
+            .run(move || {
+                cpu.map(work, |(img, prompt)| {
+                    let image =
+                        imaging::to_tensor(&img.rgb, &pre, &pool).map_err(|e| e.to_string())?;
+                    let input_ids = tok
+                        .encode_truncated(&prompt)
+                        .map_err(|e| e.to_string())?
+                        .into();
+                    Ok::<_, String>(crate::models::PreferenceItem { image, input_ids })
+                })
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+        let tickets = lane
+            .batcher
+            .submit(items, submit)
+            .map_err(|e| e.to_string())?;
+        let (scores, _) = crate::batcher::await_all(tickets, submit.deadline)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(scores
+            .into_iter()
+            .map(|v| (Some(f64::from(v)), "preference"))
+            .collect());
+    }
     if let Some(lane) = svc.sc.models.aesthetic.as_ref() {
         let images: Vec<Arc<imaging::DecodedImage>> =
             meta.iter().map(|m| m.image.clone()).collect();

@@ -27,10 +27,16 @@ FILES = (
     "embedder.onnx",
     "aesthetic.onnx",
     "yolo.onnx",
+    "clip_pref.onnx",
     "vits16.onnx",
     "vits16_tiny.onnx",
 )
 MODELS = tuple(name for name in FILES if name.endswith(".onnx"))
+#: Inputs whose leading dimension is not the image batch.
+TEXT_FIRST_DIM = {
+    ("clip_pref.onnx", "input_ids"): "texts",
+    ("clip_pref.onnx", "attention_mask"): "texts",
+}
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,7 +46,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Token ids (the vocabulary contract, see README.md).
 PAD, UNK, CLS, SEP, MASK, DOT = 0, 1, 2, 3, 4, 5
 RED, GREEN, BLUE, YELLOW, CYAN, MAGENTA = 6, 7, 8, 9, 10, 11
-SQUARE = 45
+A, CAT, SQUARE = 14, 42, 45
 
 BOX_THRESHOLD = 0.35
 MIN_PIXELS = 16
@@ -219,7 +225,9 @@ def test_models_are_valid_opset17_with_dynamic_batch(
     assert [(o.domain, o.version) for o in model.opset_import] == [("", 17)]
     assert model.ir_version == 9
     for value in (*model.graph.input, *model.graph.output):
-        assert value.type.tensor_type.shape.dim[0].dim_param == "batch", value.name
+        # clip_pref.onnx takes its T texts independently of its B images.
+        first = TEXT_FIRST_DIM.get((name, value.name), "batch")
+        assert value.type.tensor_type.shape.dim[0].dim_param == first, value.name
 
 
 def test_generation_is_byte_identical(tmp_path: Path) -> None:
@@ -780,6 +788,230 @@ def test_aesthetic_scores(session: Callable[[str], ort.InferenceSession]) -> Non
     assert scores.shape == (4, 1)
     assert scores.dtype == np.float32
     np.testing.assert_allclose(scores[:, 0], [10.0, 0.0, 5.0, 0.0], rtol=0, atol=1e-4)
+
+
+# CLIP-style preference model ----------------------------------------------------
+
+CLIP_SCALE = 100.0
+CLIP_EPS = 1e-6
+COLOUR_PROTOTYPES = np.array(
+    [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1], [1, 0, 1]],
+    dtype=np.float64,
+)
+RED_TEXT = [CLS, RED, DOT, SEP]  # "red."
+BLUE_TEXT = [CLS, BLUE, DOT, SEP]  # "blue."
+YELLOW_TEXT = [CLS, YELLOW, DOT, SEP]  # "yellow."
+CAT_TEXT = [CLS, A, CAT, DOT, SEP]  # "a cat."
+
+
+def text_batch(
+    texts: Sequence[Sequence[int]], pad_token: int = PAD
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Right-pad token id lists with ``pad_token`` (attention 0) -> ids, mask [T,L]."""
+    length = max(len(text) for text in texts)
+    input_ids = np.full((len(texts), length), pad_token, dtype=np.int64)
+    attention_mask = np.zeros((len(texts), length), dtype=np.int64)
+    for t, text in enumerate(texts):
+        input_ids[t, : len(text)] = text
+        attention_mask[t, : len(text)] = 1
+    return input_ids, attention_mask
+
+
+def run_clip_pref(
+    session: Callable[[str], ort.InferenceSession],
+    images: Sequence[Image],
+    input_ids: npt.NDArray[np.int64],
+    attention_mask: npt.NDArray[np.int64],
+) -> Floats:
+    """224x224 images (CLIP-normalised here) and [T,L] texts -> logits [B,T]."""
+    (logits,) = session("clip_pref.onnx").run(
+        None,
+        {
+            "pixel_values": pixel_batch(images, CLIP_MEAN, CLIP_STD),
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+        },
+    )
+    assert logits.dtype == np.float32
+    assert logits.shape == (len(images), len(input_ids))
+    return np.asarray(logits, dtype=np.float32)
+
+
+def score_texts(
+    session: Callable[[str], ort.InferenceSession],
+    images: Sequence[Image],
+    texts: Sequence[Sequence[int]],
+    pad_token: int = PAD,
+) -> Floats:
+    return run_clip_pref(session, images, *text_batch(texts, pad_token))
+
+
+def clip_pref_reference(
+    images: Sequence[Image],
+    input_ids: npt.NDArray[np.int64],
+    attention_mask: npt.NDArray[np.int64],
+) -> npt.NDArray[np.float64]:
+    """The README's contract in plain float64 numpy."""
+    image_emb = np.stack(
+        [image.reshape(-1, 3).mean(axis=0) / 255.0 for image in images]
+    )
+    text_emb = np.zeros((len(input_ids), 3))
+    for t, (ids, mask) in enumerate(zip(input_ids, attention_mask, strict=True)):
+        for token, attended in zip(ids, mask, strict=True):
+            if attended == 1 and RED <= token <= MAGENTA:
+                text_emb[t] += COLOUR_PROTOTYPES[token - RED]
+    dot = image_emb @ text_emb.T
+    norms = np.outer(
+        np.linalg.norm(image_emb, axis=1), np.linalg.norm(text_emb, axis=1)
+    )
+    return CLIP_SCALE * dot / (norms + CLIP_EPS)
+
+
+def half_red_white() -> Image:
+    """Top half red, bottom half white: mean RGB (1, 0.5, 0.5)."""
+    return paint(canvas(224, 224, WHITE), 0, 0, 224, 112, RED_RGB)
+
+
+def test_clip_pref_signature(fixtures_dir: Path) -> None:
+    model = onnx.load(str(fixtures_dir / "clip_pref.onnx"))
+
+    def describe(value: onnx.ValueInfoProto) -> tuple[str, int, list[str | int]]:
+        tensor = value.type.tensor_type
+        dims = [d.dim_param or d.dim_value for d in tensor.shape.dim]
+        return value.name, tensor.elem_type, dims
+
+    assert [describe(v) for v in model.graph.input] == [
+        ("pixel_values", onnx.TensorProto.FLOAT, ["batch", 3, 224, 224]),
+        ("input_ids", onnx.TensorProto.INT64, ["texts", "sequence"]),
+        ("attention_mask", onnx.TensorProto.INT64, ["texts", "sequence"]),
+    ]
+    assert [describe(v) for v in model.graph.output] == [
+        ("logits_per_image", onnx.TensorProto.FLOAT, ["batch", "texts"])
+    ]
+
+
+def test_clip_pref_worked_examples(
+    session: Callable[[str], ort.InferenceSession],
+) -> None:
+    red = canvas(224, 224, RED_RGB)
+    logits = score_texts(
+        session, [red, half_red_white()], [RED_TEXT, BLUE_TEXT, YELLOW_TEXT, CAT_TEXT]
+    )
+    assert np.isfinite(logits).all()
+    expected_red = [
+        CLIP_SCALE / (1 + CLIP_EPS),  # 99.9999
+        0.0,
+        CLIP_SCALE / (np.sqrt(2) + CLIP_EPS),  # 70.71
+        0.0,  # no colour word: 0, not NaN
+    ]
+    np.testing.assert_allclose(logits[0], expected_red, rtol=0, atol=1e-3)
+    assert logits[0, 0] == pytest.approx(99.9999, abs=1e-3)
+    assert logits[0, 2] == pytest.approx(70.71, abs=1e-2)
+    # Half red / half white: mean (1, .5, .5), |.| = sqrt(1.5).
+    assert logits[1, 0] == pytest.approx(CLIP_SCALE / np.sqrt(1.5), abs=1e-3)
+    assert logits[1, 0] == pytest.approx(81.65, abs=1e-2)
+    assert logits[1, 3] == 0.0
+
+
+def test_clip_pref_tokenizer_end_to_end(
+    fixtures_dir: Path, session: Callable[[str], ort.InferenceSession]
+) -> None:
+    tokenizers = pytest.importorskip(
+        "tokenizers", reason="the Python `tokenizers` package is not installed"
+    )
+    tokenizer = tokenizers.Tokenizer.from_file(str(fixtures_dir / "tokenizer.json"))
+    texts = [tokenizer.encode(t).ids for t in ("red.", "blue.", "yellow.", "a cat.")]
+    assert texts == [RED_TEXT, BLUE_TEXT, YELLOW_TEXT, CAT_TEXT]
+    logits = score_texts(session, [canvas(224, 224, RED_RGB)], texts)
+    np.testing.assert_allclose(
+        logits[0], [99.9999, 0.0, 70.7106, 0.0], rtol=0, atol=1e-3
+    )
+
+
+def test_clip_pref_full_matrix_and_diagonal(
+    session: Callable[[str], ort.InferenceSession],
+) -> None:
+    images = [canvas(224, 224, RED_RGB), canvas(224, 224, BLUE_RGB)]
+    logits = score_texts(session, images, [RED_TEXT, BLUE_TEXT])
+    full = CLIP_SCALE / (1 + CLIP_EPS)
+    np.testing.assert_allclose(logits, [[full, 0.0], [0.0, full]], rtol=0, atol=1e-3)
+    # The service pairs image b with text b: the diagonal.
+    np.testing.assert_allclose(np.diagonal(logits), [full, full], rtol=0, atol=1e-3)
+    # Swapped texts: the diagonal is now the mismatches.
+    swapped = score_texts(session, images, [BLUE_TEXT, RED_TEXT])
+    np.testing.assert_allclose(np.diagonal(swapped), [0.0, 0.0], rtol=0, atol=1e-3)
+
+
+def test_clip_pref_images_and_texts_are_independent_dimensions(
+    session: Callable[[str], ort.InferenceSession],
+) -> None:
+    images = [canvas(224, 224, c) for c in (RED_RGB, YELLOW_RGB, CYAN_RGB)]
+    texts = [RED_TEXT, BLUE_TEXT, YELLOW_TEXT, CAT_TEXT, [CLS, GREEN, SEP]]
+    full = score_texts(session, images, texts)  # [3,5]
+    one_image = score_texts(session, images[:1], texts)  # [1,5]
+    one_text = score_texts(session, images, texts[2:3])  # [3,1]
+    np.testing.assert_allclose(one_image[0], full[0], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(one_text[:, 0], full[:, 2], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        full, clip_pref_reference(images, *text_batch(texts)), rtol=0, atol=1e-3
+    )
+
+
+def test_clip_pref_ignores_padding(
+    session: Callable[[str], ort.InferenceSession],
+) -> None:
+    red = canvas(224, 224, RED_RGB)
+    # "red." padded with BLUE tokens at attention 0, next to a longer "blue blue."
+    padded = score_texts(
+        session, [red], [RED_TEXT, [CLS, BLUE, BLUE, DOT, SEP, SEP]], pad_token=BLUE
+    )
+    alone = score_texts(session, [red], [RED_TEXT])
+    np.testing.assert_allclose(padded[0], [99.9999, 0.0], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(padded[0, 0], alone[0, 0], rtol=0, atol=1e-6)
+    # attention_mask 0 on a colour token in the middle: "red blue." minus blue.
+    ids = np.array([[CLS, RED, BLUE, DOT, SEP]], dtype=np.int64)
+    mask = np.array([[1, 1, 0, 1, 1]], dtype=np.int64)
+    masked = run_clip_pref(session, [red], ids, mask)
+    assert masked[0, 0] == pytest.approx(99.9999, abs=1e-3)
+    unmasked = run_clip_pref(session, [red], ids, np.ones_like(mask))
+    assert unmasked[0, 0] == pytest.approx(CLIP_SCALE / np.sqrt(2), abs=1e-3)
+    # Only mask value 1 attends: 2 counts as padding.
+    other = run_clip_pref(session, [red], ids, np.array([[1, 1, 2, 1, 1]]))
+    assert other[0, 0] == pytest.approx(99.9999, abs=1e-3)
+
+
+def test_clip_pref_ignores_other_ids_and_black_images(
+    session: Callable[[str], ort.InferenceSession],
+) -> None:
+    red, black = canvas(224, 224, RED_RGB), canvas(224, 224)
+    ids = np.array(
+        [[CLS, UNK, MASK, SQUARE, 5, 12, 57, 1000, -6, SEP], [RED] * 10],
+        dtype=np.int64,
+    )
+    logits = run_clip_pref(session, [red, black], ids, np.ones_like(ids))
+    assert np.isfinite(logits).all()
+    # Repeating a colour word scales the text embedding, not the cosine.
+    np.testing.assert_allclose(logits, [[0.0, 99.9999], [0.0, 0.0]], rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_clip_pref_matches_reference_on_random_batches(
+    session: Callable[[str], ort.InferenceSession], seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    images = [
+        rng.integers(0, 256, size=(224, 224, 3), dtype=np.uint8) for _ in range(3)
+    ]
+    images.append(canvas(224, 224, MAGENTA_RGB))
+    texts = [
+        [CLS, *(int(t) for t in rng.integers(5, 20, size=int(rng.integers(1, 9)))), SEP]
+        for _ in range(5)
+    ]
+    # Pad with colour tokens at attention 0: they must not count.
+    input_ids, attention_mask = text_batch(texts, pad_token=CYAN)
+    logits = run_clip_pref(session, images, input_ids, attention_mask)
+    expected = clip_pref_reference(images, input_ids, attention_mask)
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-3)
 
 
 # ViT-S/16 benchmark models ----------------------------------------------------

@@ -116,7 +116,10 @@ fn available(st: &AppState, component: &str) -> Result<(), String> {
         "subject_consistency" => has(|m| m.detector.is_some() && m.embedder.is_some()),
         "position" => has(|m| m.detector.is_some() && m.embedder.is_some()),
         "semantic_alignment" => st.judge().is_some(),
-        "aesthetic" => has(|m| m.aesthetic.is_some()) || st.aesthetic_remote().is_some(),
+        "aesthetic" => {
+            has(|m| m.aesthetic.is_some() || m.preference.is_some())
+                || st.aesthetic_remote().is_some()
+        }
         _ => false,
     };
     if ok {
