@@ -302,12 +302,15 @@ fn main() {
         }
         levels
     });
-    // Raw throughput at the largest measured batch size not above `b`.
-    let raw_at = |b: usize| {
-        raw.iter()
-            .filter(|(rb, _)| *rb <= b.max(1))
-            .map(|&(_, r)| r)
-            .fold(f64::NAN, f64::max)
+    // Raw throughput at batch size `b`, interpolated linearly between the measured sizes.
+    let raw_at = |b: f64| {
+        let below = raw.iter().filter(|(rb, _)| *rb as f64 <= b).last();
+        let above = raw.iter().find(|(rb, _)| *rb as f64 >= b);
+        match (below, above) {
+            (Some(&(b0, r0)), Some(&(b1, r1))) if b1 > b0 => r0 + (r1 - r0) * (b - b0 as f64) / (b1 - b0) as f64,
+            (Some(&(_, r)), _) | (None, Some(&(_, r))) => r,
+            (None, None) => f64::NAN,
+        }
     };
     let best_raw = raw.iter().map(|&(_, r)| r).fold(f64::NAN, f64::max);
     println!("\n### {} ({})\n", args.label, args.model.display());
@@ -328,7 +331,7 @@ fn main() {
             l.p99_ms,
             l.mean_batch,
             l.errors,
-            l.throughput / raw_at(l.mean_batch.round() as usize),
+            l.throughput / raw_at(l.mean_batch),
             l.throughput / best_raw
         );
     }
