@@ -304,10 +304,12 @@ fn main() {
     });
     // Raw throughput at batch size `b`, interpolated linearly between the measured sizes.
     let raw_at = |b: f64| {
-        let below = raw.iter().filter(|(rb, _)| *rb as f64 <= b).last();
+        let below = raw.iter().rev().find(|(rb, _)| *rb as f64 <= b);
         let above = raw.iter().find(|(rb, _)| *rb as f64 >= b);
         match (below, above) {
-            (Some(&(b0, r0)), Some(&(b1, r1))) if b1 > b0 => r0 + (r1 - r0) * (b - b0 as f64) / (b1 - b0) as f64,
+            (Some(&(b0, r0)), Some(&(b1, r1))) if b1 > b0 => {
+                r0 + (r1 - r0) * (b - b0 as f64) / (b1 - b0) as f64
+            }
             (Some(&(_, r)), _) | (None, Some(&(_, r))) => r,
             (None, None) => f64::NAN,
         }

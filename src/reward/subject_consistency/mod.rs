@@ -48,7 +48,6 @@ pub async fn score_items(
         .embedder
         .as_ref()
         .ok_or(ScError::NotServed("embedder"))?;
-    let variant = opts.reference_variant();
     let rule = if opts.clamp_boxes {
         CropRule::Clamp
     } else {
@@ -56,62 +55,12 @@ pub async fn score_items(
     };
     let mut timing = StageTiming::default();
 
-    // Images, and references resolved against the cache.
-    let mut images: Vec<Img> = Vec::new();
-    let add_image = |images: &mut Vec<Img>, d: &Arc<DecodedImage>| {
-        let composite = opts.alpha == AlphaRule::CompositeWhite;
-        let rgb = if composite && d.alpha.is_some() {
-            d.composited_on_white()
-        } else {
-            d.rgb.clone()
-        };
-        images.push(Img {
-            rgb: Arc::new(rgb),
-            detectable: composite || d.is_pillow_rgb(),
-        });
-        images.len() - 1
-    };
-    let mut generated = Vec::with_capacity(items.len());
-    let mut refs: Vec<Vec<RefState>> = Vec::with_capacity(items.len());
-    let mut pending: Vec<(CacheKey, usize)> = Vec::new();
-    let mut pending_index: HashMap<CacheKey, usize> = HashMap::new();
-    for (i, item) in items.iter().enumerate() {
-        generated.push(add_image(&mut images, &item.image));
-        let mut states = Vec::with_capacity(item.subjects.len());
-        for (s, subject) in item.subjects.iter().enumerate() {
-            let hash = match &subject.reference {
-                ReferenceInput::Image(d) => d.content_hash.clone(),
-                ReferenceInput::Cached(h) => h.clone(),
-            };
-            let key = CacheKey {
-                hash,
-                category: subject.name.clone(),
-                variant,
-            };
-            if let Some(hit) = svc.cache.get(&key) {
-                states.push(RefState::Cached(hit));
-                continue;
-            }
-            let ReferenceInput::Image(decoded) = &subject.reference else {
-                return Err(ScError::UnknownReference {
-                    item: i,
-                    subject: s,
-                    hash: key.hash,
-                });
-            };
-            let p = match pending_index.get(&key) {
-                Some(&p) => p,
-                None => {
-                    let img = add_image(&mut images, decoded);
-                    pending.push((key.clone(), img));
-                    pending_index.insert(key, pending.len() - 1);
-                    pending.len() - 1
-                }
-            };
-            states.push(RefState::Pending(p));
-        }
-        refs.push(states);
-    }
+    let Resolved {
+        images,
+        generated,
+        refs,
+        pending,
+    } = resolve(svc, &items, opts)?;
 
     // Stage 1: detection. Jobs are (image, categories): one category per pass, or all of an
     // item's categories in one joint caption.
@@ -152,49 +101,7 @@ pub async fn score_items(
             ref_jobs[p] = Some(jobs.len() - 1);
         }
     }
-    let (det_items, prompts) = {
-        let (models, pool, cpu) = (svc.models.clone(), svc.tensors.clone(), svc.cpu.clone());
-        let job_images: Vec<(usize, Arc<RgbImage>)> = jobs
-            .iter()
-            .map(|(img, _)| (*img, images[*img].rgb.clone()))
-            .collect();
-        let job_names: Vec<Vec<String>> = jobs.iter().map(|(_, n)| n.clone()).collect();
-        let name_error = name_locator(&items);
-        svc.cpu
-            .run(move || {
-                let lane = models
-                    .detector
-                    .as_ref()
-                    .ok_or(ScError::NotServed("detector"))?;
-                let mut unique: Vec<(usize, Arc<RgbImage>)> = Vec::new();
-                for (img, rgb) in &job_images {
-                    if !unique.iter().any(|(u, _)| u == img) {
-                        unique.push((*img, rgb.clone()));
-                    }
-                }
-                let mut tensors: HashMap<usize, Arc<imaging::PooledTensor>> = HashMap::new();
-                for built in cpu.map(unique, |(img, rgb)| {
-                    imaging::to_tensor(&rgb, &lane.preprocess, &pool).map(|t| (img, Arc::new(t)))
-                }) {
-                    let (img, t) = built.map_err(|e| ScError::Preprocess(e.to_string()))?;
-                    tensors.insert(img, t);
-                }
-                let mut items = Vec::with_capacity(job_images.len());
-                let mut prompts = Vec::with_capacity(job_images.len());
-                for ((img, rgb), names) in job_images.iter().zip(&job_names) {
-                    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-                    let prompt = lane.prompt(&refs).map_err(|e| name_error(&names[0], e))?;
-                    let image = tensors
-                        .get(img)
-                        .cloned()
-                        .ok_or_else(|| ScError::Preprocess("missing detector tensor".into()))?;
-                    items.push(lane.item(image, &prompt, rgb.width(), rgb.height()));
-                    prompts.push(prompt);
-                }
-                Ok::<_, ScError>((items, prompts))
-            })
-            .await??
-    };
+    let (det_items, prompts) = detector_inputs(svc, &images, &jobs, &items).await?;
     let outputs = collect(
         detector.batcher.submit(det_items, submit)?,
         submit.deadline,
@@ -400,4 +307,131 @@ pub async fn score_items(
         });
     }
     Ok((results, timing))
+}
+
+/// The request's images as the models see them, and its references resolved against the cache.
+struct Resolved {
+    images: Vec<Img>,
+    /// Per item, its generated image's index in `images`.
+    generated: Vec<usize>,
+    /// Per item and subject, the reference: cached, or one of `pending`.
+    refs: Vec<Vec<RefState>>,
+    /// References to detect and embed now (deduplicated by cache key), with their image.
+    pending: Vec<(CacheKey, usize)>,
+}
+
+/// Builds [`Resolved`]; a `{"ref": hash}` the cache no longer holds is an error.
+fn resolve(svc: &ScServices, items: &[ItemInput], opts: ScOptions) -> Result<Resolved, ScError> {
+    let variant = opts.reference_variant();
+    let composite = opts.alpha == AlphaRule::CompositeWhite;
+    let mut images: Vec<Img> = Vec::new();
+    let mut add_image = |d: &Arc<DecodedImage>| {
+        let rgb = if composite && d.alpha.is_some() {
+            d.composited_on_white()
+        } else {
+            d.rgb.clone()
+        };
+        images.push(Img {
+            rgb: Arc::new(rgb),
+            detectable: composite || d.is_pillow_rgb(),
+        });
+        images.len() - 1
+    };
+    let mut generated = Vec::with_capacity(items.len());
+    let mut refs: Vec<Vec<RefState>> = Vec::with_capacity(items.len());
+    let mut pending: Vec<(CacheKey, usize)> = Vec::new();
+    let mut pending_index: HashMap<CacheKey, usize> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        generated.push(add_image(&item.image));
+        let mut states = Vec::with_capacity(item.subjects.len());
+        for (s, subject) in item.subjects.iter().enumerate() {
+            let hash = match &subject.reference {
+                ReferenceInput::Image(d) => d.content_hash.clone(),
+                ReferenceInput::Cached(h) => h.clone(),
+            };
+            let key = CacheKey {
+                hash,
+                category: subject.name.clone(),
+                variant,
+            };
+            if let Some(hit) = svc.cache.get(&key) {
+                states.push(RefState::Cached(hit));
+                continue;
+            }
+            let ReferenceInput::Image(decoded) = &subject.reference else {
+                return Err(ScError::UnknownReference {
+                    item: i,
+                    subject: s,
+                    hash: key.hash,
+                });
+            };
+            let p = match pending_index.get(&key) {
+                Some(&p) => p,
+                None => {
+                    pending.push((key.clone(), add_image(decoded)));
+                    pending_index.insert(key, pending.len() - 1);
+                    pending.len() - 1
+                }
+            };
+            states.push(RefState::Pending(p));
+        }
+        refs.push(states);
+    }
+    Ok(Resolved {
+        images,
+        generated,
+        refs,
+        pending,
+    })
+}
+
+/// Detector inputs of every job (image, categories), built on the CPU pool: each image's
+/// tensor once, however many jobs share it.
+async fn detector_inputs(
+    svc: &ScServices,
+    images: &[Img],
+    jobs: &[(usize, Vec<String>)],
+    items: &[ItemInput],
+) -> Result<(Vec<crate::models::DetectorItem>, Vec<crate::models::Prompt>), ScError> {
+    let (models, pool, cpu) = (svc.models.clone(), svc.tensors.clone(), svc.cpu.clone());
+    let job_images: Vec<(usize, Arc<RgbImage>)> = jobs
+        .iter()
+        .map(|(img, _)| (*img, images[*img].rgb.clone()))
+        .collect();
+    let job_names: Vec<Vec<String>> = jobs.iter().map(|(_, n)| n.clone()).collect();
+    let name_error = name_locator(items);
+    svc.cpu
+        .run(move || {
+            let lane = models
+                .detector
+                .as_ref()
+                .ok_or(ScError::NotServed("detector"))?;
+            let mut unique: Vec<(usize, Arc<RgbImage>)> = Vec::new();
+            for (img, rgb) in &job_images {
+                if !unique.iter().any(|(u, _)| u == img) {
+                    unique.push((*img, rgb.clone()));
+                }
+            }
+            let mut tensors: HashMap<usize, Arc<imaging::PooledTensor>> = HashMap::new();
+            for built in cpu.map(unique, |(img, rgb)| {
+                imaging::to_tensor(&rgb, &lane.preprocess, &pool).map(|t| (img, Arc::new(t)))
+            }) {
+                let (img, t) = built.map_err(|e| ScError::Preprocess(e.to_string()))?;
+                tensors.insert(img, t);
+            }
+            let mut items = Vec::with_capacity(job_images.len());
+            let mut prompts = Vec::with_capacity(job_images.len());
+            for ((img, rgb), names) in job_images.iter().zip(&job_names) {
+                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                let prompt = lane.prompt(&refs).map_err(|e| name_error(&names[0], e))?;
+                let image = tensors
+                    .get(img)
+                    .cloned()
+                    .ok_or_else(|| ScError::Preprocess("missing detector tensor".into()))?;
+                items.push(lane.item(image, &prompt, rgb.width(), rgb.height()));
+                prompts.push(prompt);
+            }
+            Ok((items, prompts))
+        })
+        .await?
 }
