@@ -3,14 +3,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::manifest::{self, DetectorKind, Manifest};
+use super::manifest::{self, DetectorKind};
 use super::{
-    category_caption, new_info, start_lane, CaptionTokenizer, Detection, DetectorItem,
-    DetectorOutput, GroundingDino, Letterbox, ModelError, ModelInfo, TokenizeError, YoloDetector,
+    category_caption, CaptionTokenizer, Detection, DetectorItem, DetectorOutput, GroundingDino,
+    Letterbox, Loader, ModelError, ModelInfo, TokenizeError, YoloDetector,
 };
 use crate::batcher::Batcher;
 use crate::imaging::{PooledTensor, Preprocess};
-use crate::metrics::Metrics;
 
 /// How categories are put to a detector.
 pub enum Vocabulary {
@@ -130,63 +129,39 @@ impl DetectorLane {
 /// Loads the detector of a manifest: Grounding DINO with its tokenizer, or a YOLO export.
 pub(super) fn load_detector(
     spec: &manifest::DetectorSpec,
-    manifest: &Manifest,
-    env: &ort::environment::Environment,
-    metrics: &Metrics,
-    priority_levels: u8,
+    loader: &Loader<'_>,
 ) -> Result<DetectorLane, ModelError> {
-    let path = manifest.resolve(&spec.path);
-    let preprocess = spec.preprocess.build();
-    let info = new_info(&spec.name, "detector", &path, &spec.batching, &preprocess);
     let io = spec.io.clone();
-    let (batcher, vocabulary) = match spec.kind {
+    let (started, vocabulary) = match spec.kind {
         DetectorKind::GroundingDino => {
             let tokenizer_path = spec
                 .tokenizer
                 .as_deref()
                 .unwrap_or(std::path::Path::new("tokenizer.json"));
             let tokenizer =
-                CaptionTokenizer::load(&manifest.resolve(tokenizer_path), spec.max_text_len)
+                CaptionTokenizer::load(&loader.manifest.resolve(tokenizer_path), spec.max_text_len)
                     .map_err(|e| ModelError::Load {
                         model: spec.name.clone(),
                         message: e.to_string(),
                     })?;
-            let batcher = start_lane(
-                &spec.name,
-                &path,
-                &spec.runtime,
-                &spec.batching,
-                priority_levels,
-                env,
-                metrics,
-                &info,
-                move |session| GroundingDino::new(session, io.clone()),
-            )?;
-            (batcher, Vocabulary::Captions(Arc::new(tokenizer)))
+            let st = loader.start(spec, "detector", move |session| {
+                GroundingDino::new(session, io.clone())
+            })?;
+            (st, Vocabulary::Captions(Arc::new(tokenizer)))
         }
         DetectorKind::Yolo => {
             let (conf, iou) = (spec.box_threshold, spec.iou_threshold);
-            let batcher = start_lane(
-                &spec.name,
-                &path,
-                &spec.runtime,
-                &spec.batching,
-                priority_levels,
-                env,
-                metrics,
-                &info,
-                move |session| {
-                    YoloDetector::new(session, io.images.clone(), io.output.clone(), conf, iou)
-                },
-            )?;
-            (batcher, Vocabulary::Classes(spec.classes.clone().into()))
+            let st = loader.start(spec, "detector", move |session| {
+                YoloDetector::new(session, io.images.clone(), io.output.clone(), conf, iou)
+            })?;
+            (st, Vocabulary::Classes(spec.classes.clone().into()))
         }
     };
     Ok(DetectorLane {
-        batcher,
-        preprocess: Arc::new(preprocess),
+        batcher: started.batcher,
+        preprocess: started.preprocess,
         vocabulary,
         box_threshold: spec.box_threshold,
-        info,
+        info: started.info,
     })
 }

@@ -180,6 +180,29 @@ fn default_logits_per_image() -> String {
     "logits_per_image".into()
 }
 
+/// What every model entry has, whatever its role: enough to start its lane.
+pub trait LaneSpec {
+    fn name(&self) -> &str;
+    fn path(&self) -> &Path;
+    fn runtime(&self) -> &RuntimeSpec;
+    fn batching(&self) -> &BatchingSpec;
+    fn preprocess(&self) -> &PreprocessSpec;
+}
+
+macro_rules! lane_spec {
+    ($($t:ty),*) => {$(
+        impl LaneSpec for $t {
+            fn name(&self) -> &str { &self.name }
+            fn path(&self) -> &Path { &self.path }
+            fn runtime(&self) -> &RuntimeSpec { &self.runtime }
+            fn batching(&self) -> &BatchingSpec { &self.batching }
+            fn preprocess(&self) -> &PreprocessSpec { &self.preprocess }
+        }
+    )*};
+}
+
+lane_spec!(DetectorSpec, ImageModelSpec, PreferenceSpec);
+
 /// See [`ImageModelSpec::pooling`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

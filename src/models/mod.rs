@@ -22,7 +22,7 @@ use detector_lane::load_detector;
 pub use detector_lane::{DetectorLane, Prompt, Vocabulary};
 pub use grounding_dino::{Detection, DetectorItem, DetectorOutput, GroundingDino, Letterbox};
 pub use image_model::ImageModel;
-use manifest::{BatchingSpec, Manifest, RuntimeSpec};
+use manifest::{BatchingSpec, LaneSpec, Manifest};
 pub use preference::{PreferenceIo, PreferenceItem, PreferenceModel};
 pub use tokenizer::{category_caption, CaptionTokenizer, TokenizeError};
 pub use yolo::YoloDetector;
@@ -87,57 +87,75 @@ pub struct Models {
     pub preference: Option<PreferenceLane>,
 }
 
-/// Starts one lane whose instances are sessions of `path`, each wrapped by `adapter`.
-/// The factory records each instance's real provider and the signature into `info`.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn start_lane<I, O, M>(
-    name: &str,
-    path: &std::path::Path,
-    runtime: &RuntimeSpec,
-    batching: &BatchingSpec,
-    priority_levels: u8,
-    env: &ort::environment::Environment,
-    metrics: &Metrics,
-    info: &Arc<Mutex<ModelInfo>>,
-    adapter: impl Fn(ort::session::Session) -> M + Send + Sync + 'static,
-) -> Result<Batcher<I, O>, ModelError>
-where
-    I: crate::batcher::Batchable + Send + 'static,
-    O: Send + 'static,
-    M: crate::batcher::BatchModel<Input = I, Output = O> + 'static,
-{
-    let factory: ModelFactory<I, O> = {
-        let (env, path, runtime, info) = (
-            env.clone(),
-            path.to_path_buf(),
-            runtime.clone(),
-            info.clone(),
-        );
-        Arc::new(move |i| {
-            let opts = SessionOptions {
-                path: path.clone(),
-                provider: runtime.provider,
-                device_id: runtime.device_ids[i % runtime.device_ids.len()],
-                fallback: runtime.on_provider_failure,
-                intra_threads: runtime.intra_threads,
-            };
-            let (session, choice) =
-                build_session(&env, &opts).map_err(|e| BackendError(e.to_string()))?;
-            record(info.as_ref(), i, choice, describe(&session));
-            Ok(Box::new(adapter(session)) as _)
+/// What loading a lane needs besides its own manifest entry.
+pub(super) struct Loader<'a> {
+    pub manifest: &'a Manifest,
+    pub env: &'a ort::environment::Environment,
+    pub metrics: &'a Metrics,
+    pub priority_levels: u8,
+}
+
+/// A started lane with its preprocessing and `/info` entry.
+pub(super) struct Started<I, O> {
+    pub batcher: Batcher<I, O>,
+    pub preprocess: Arc<Preprocess>,
+    pub info: Arc<Mutex<ModelInfo>>,
+}
+
+impl Loader<'_> {
+    /// Starts the lane of `spec` in `role`: every instance a session of the entry's model,
+    /// wrapped by `adapter`; the factory records each instance's real provider and the
+    /// signature into the lane's info.
+    pub(super) fn start<I, O, M>(
+        &self,
+        spec: &impl LaneSpec,
+        role: &'static str,
+        adapter: impl Fn(ort::session::Session) -> M + Send + Sync + 'static,
+    ) -> Result<Started<I, O>, ModelError>
+    where
+        I: crate::batcher::Batchable + Send + 'static,
+        O: Send + 'static,
+        M: crate::batcher::BatchModel<Input = I, Output = O> + 'static,
+    {
+        let path = self.manifest.resolve(spec.path());
+        let preprocess = spec.preprocess().build();
+        let info = new_info(spec.name(), role, &path, spec.batching(), &preprocess);
+        let runtime = spec.runtime().clone();
+        let factory: ModelFactory<I, O> = {
+            let (env, info) = (self.env.clone(), info.clone());
+            Arc::new(move |i| {
+                let opts = SessionOptions {
+                    path: path.clone(),
+                    provider: runtime.provider,
+                    device_id: runtime.device_ids[i % runtime.device_ids.len()],
+                    fallback: runtime.on_provider_failure,
+                    intra_threads: runtime.intra_threads,
+                };
+                let (session, choice) =
+                    build_session(&env, &opts).map_err(|e| BackendError(e.to_string()))?;
+                record(info.as_ref(), i, choice, describe(&session));
+                Ok(Box::new(adapter(session)) as _)
+            })
+        };
+        let batching = spec.batching();
+        let config = LaneConfig {
+            max_batch_size: batching.max_batch_size,
+            max_queue_delay: Duration::from_millis(batching.max_queue_delay_ms),
+            queue_capacity: batching.queue_capacity,
+            priority_levels: self.priority_levels,
+            instances: spec.runtime().instances,
+        };
+        let batcher = Batcher::start(spec.name(), config, factory, self.metrics.lane(spec.name()))
+            .map_err(|e| ModelError::Load {
+                model: spec.name().to_string(),
+                message: e.0,
+            })?;
+        Ok(Started {
+            batcher,
+            preprocess: Arc::new(preprocess),
+            info,
         })
-    };
-    let config = LaneConfig {
-        max_batch_size: batching.max_batch_size,
-        max_queue_delay: Duration::from_millis(batching.max_queue_delay_ms),
-        queue_capacity: batching.queue_capacity,
-        priority_levels,
-        instances: runtime.instances,
-    };
-    Batcher::start(name, config, factory, metrics.lane(name)).map_err(|e| ModelError::Load {
-        model: name.to_string(),
-        message: e.0,
-    })
+    }
 }
 
 /// Records each instance's provider and the signature into the shared info as it is built.
@@ -158,31 +176,26 @@ impl Models {
         metrics: &Metrics,
         priority_levels: u8,
     ) -> Result<Self, ModelError> {
+        let loader = Loader {
+            manifest,
+            env,
+            metrics,
+            priority_levels,
+        };
         let detector = manifest
             .detector
             .as_ref()
-            .map(|spec| load_detector(spec, manifest, env, metrics, priority_levels))
+            .map(|spec| load_detector(spec, &loader))
             .transpose()?;
         let image_lane = |spec: &manifest::ImageModelSpec, role: &'static str| {
-            let path = manifest.resolve(&spec.path);
-            let preprocess = spec.preprocess.build();
-            let info = new_info(&spec.name, role, &path, &spec.batching, &preprocess);
             let (input, output, pooling) = (spec.input.clone(), spec.output.clone(), spec.pooling);
-            let batcher = start_lane(
-                &spec.name,
-                &path,
-                &spec.runtime,
-                &spec.batching,
-                priority_levels,
-                env,
-                metrics,
-                &info,
-                move |session| ImageModel::new(session, input.clone(), output.clone(), pooling),
-            )?;
+            let st = loader.start(spec, role, move |session| {
+                ImageModel::new(session, input.clone(), output.clone(), pooling)
+            })?;
             Ok::<_, ModelError>(ImageLane {
-                batcher,
-                preprocess: Arc::new(preprocess),
-                info,
+                batcher: st.batcher,
+                preprocess: st.preprocess,
+                info: st.info,
             })
         };
         let embedder = manifest
@@ -198,7 +211,7 @@ impl Models {
         let preference = manifest
             .preference
             .as_ref()
-            .map(|spec| load_preference(spec, manifest, env, metrics, priority_levels))
+            .map(|spec| load_preference(spec, &loader))
             .transpose()?;
         Ok(Self {
             detector,
@@ -280,45 +293,32 @@ impl Models {
 /// Loads a CLIP-style preference model with its tokenizer.
 fn load_preference(
     spec: &manifest::PreferenceSpec,
-    manifest: &Manifest,
-    env: &ort::environment::Environment,
-    metrics: &Metrics,
-    priority_levels: u8,
+    loader: &Loader<'_>,
 ) -> Result<PreferenceLane, ModelError> {
-    let path = manifest.resolve(&spec.path);
-    let preprocess = spec.preprocess.build();
-    let info = new_info(&spec.name, "preference", &path, &spec.batching, &preprocess);
-    let tokenizer = CaptionTokenizer::load(&manifest.resolve(&spec.tokenizer), spec.max_text_len)
-        .map_err(|e| ModelError::Load {
-        model: spec.name.clone(),
-        message: e.to_string(),
-    })?;
+    let tokenizer =
+        CaptionTokenizer::load(&loader.manifest.resolve(&spec.tokenizer), spec.max_text_len)
+            .map_err(|e| ModelError::Load {
+                model: spec.name.clone(),
+                message: e.to_string(),
+            })?;
     let io = PreferenceIo {
         pixel_values: spec.pixel_values.clone(),
         input_ids: spec.input_ids.clone(),
         attention_mask: spec.attention_mask.clone(),
         logits: spec.logits.clone(),
     };
-    let batcher = start_lane(
-        &spec.name,
-        &path,
-        &spec.runtime,
-        &spec.batching,
-        priority_levels,
-        env,
-        metrics,
-        &info,
-        move |session| PreferenceModel::new(session, io.clone()),
-    )?;
+    let st = loader.start(spec, "preference", move |session| {
+        PreferenceModel::new(session, io.clone())
+    })?;
     Ok(PreferenceLane {
-        batcher,
-        preprocess: Arc::new(preprocess),
+        batcher: st.batcher,
+        preprocess: st.preprocess,
         tokenizer: Arc::new(tokenizer),
-        info,
+        info: st.info,
     })
 }
 
-pub(super) fn new_info(
+fn new_info(
     name: &str,
     role: &'static str,
     path: &std::path::Path,

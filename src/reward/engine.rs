@@ -17,7 +17,7 @@ use super::subject_consistency::{
     score_items, ItemInput, ScError, ScItem, ScServices, StageTiming,
 };
 use super::{Mode, ScOptions};
-use crate::batcher::SubmitOptions;
+use crate::batcher::{await_all, Batcher, SubmitOptions};
 use crate::imaging;
 use crate::metrics::Metrics;
 
@@ -332,81 +332,43 @@ async fn aesthetic_all(
     meta: &[ItemMeta],
     submit: SubmitOptions,
 ) -> Result<Vec<(Option<f64>, &'static str)>, String> {
-    if let Some(lane) = svc.sc.models.preference.as_ref() {
-        let work: Vec<(Arc<imaging::DecodedImage>, String)> = meta
-            .iter()
-            .map(|m| (m.image.clone(), m.prompt.clone()))
-            .collect();
-        let (pre, tok, pool, cpu) = (
+    let models = &svc.sc.models;
+    if let Some(lane) = models.preference.as_ref() {
+        let (pre, tok, pool) = (
             lane.preprocess.clone(),
             lane.tokenizer.clone(),
             svc.sc.tensors.clone(),
-            svc.sc.cpu.clone(),
         );
-        let items = svc
-            .sc
-            .cpu
-            .run(move || {
-                cpu.map(work, |(img, prompt)| {
-                    let image =
-                        imaging::to_tensor(&img.rgb, &pre, &pool).map_err(|e| e.to_string())?;
-                    let input_ids = tok
-                        .encode_truncated(&prompt)
-                        .map_err(|e| e.to_string())?
-                        .into();
-                    Ok::<_, String>(crate::models::PreferenceItem { image, input_ids })
-                })
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()
+        let work = meta
+            .iter()
+            .map(|m| (m.image.clone(), m.prompt.clone()))
+            .collect();
+        let scores = run_on_lane(svc, &lane.batcher, work, submit, move |(img, prompt)| {
+            Ok(crate::models::PreferenceItem {
+                image: imaging::to_tensor(&img.rgb, &pre, &pool).map_err(|e| e.to_string())?,
+                input_ids: tok
+                    .encode_truncated(&prompt)
+                    .map_err(|e| e.to_string())?
+                    .into(),
             })
-            .await
-            .map_err(|e| e.to_string())??;
-        let tickets = lane
-            .batcher
-            .submit(items, submit)
-            .map_err(|e| e.to_string())?;
-        let (scores, _) = crate::batcher::await_all(tickets, submit.deadline)
-            .await
-            .map_err(|e| e.to_string())?;
+        })
+        .await?;
         return Ok(scores
             .into_iter()
             .map(|v| (Some(f64::from(v)), "preference"))
             .collect());
     }
-    if let Some(lane) = svc.sc.models.aesthetic.as_ref() {
-        let images: Vec<Arc<imaging::DecodedImage>> =
-            meta.iter().map(|m| m.image.clone()).collect();
-        let (pre, pool, cpu) = (
-            lane.preprocess.clone(),
-            svc.sc.tensors.clone(),
-            svc.sc.cpu.clone(),
-        );
-        let tensors = svc
-            .sc
-            .cpu
-            .run(move || {
-                cpu.map(images, |img| {
-                    imaging::to_tensor(&img.rgb, &pre, &pool).map_err(|e| e.to_string())
-                })
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            .map_err(|e| e.to_string())??;
-        let tickets = lane
-            .batcher
-            .submit(tensors, submit)
-            .map_err(|e| e.to_string())?;
-        let mut out = Vec::with_capacity(meta.len());
-        for t in tickets {
-            let done = tokio::time::timeout_at(submit.deadline.into(), t)
-                .await
-                .map_err(|_| "the request's deadline passed".to_string())?
-                .map_err(|_| "model lane closed the item".to_string())?
-                .map_err(|e| e.to_string())?;
-            out.push((done.output.first().map(|v| f64::from(*v)), "model"));
-        }
-        return Ok(out);
+    if let Some(lane) = models.aesthetic.as_ref() {
+        let (pre, pool) = (lane.preprocess.clone(), svc.sc.tensors.clone());
+        let work = meta.iter().map(|m| m.image.clone()).collect();
+        let outputs = run_on_lane(svc, &lane.batcher, work, submit, move |img| {
+            imaging::to_tensor(&img.rgb, &pre, &pool).map_err(|e| e.to_string())
+        })
+        .await?;
+        return Ok(outputs
+            .into_iter()
+            .map(|o| (o.first().map(|v| f64::from(*v)), "model"))
+            .collect());
     }
     let (remote, url) = svc
         .aesthetic_remote
@@ -421,4 +383,36 @@ async fn aesthetic_all(
         .await
         .map_err(|e| e.to_string())?;
     Ok(scores.into_iter().map(|s| (s, "remote")).collect())
+}
+
+/// Builds one model input per work item on the CPU pool, then runs them all through `lane`
+/// under the request's deadline.
+async fn run_on_lane<T, I, O>(
+    svc: &RewardServices,
+    lane: &Batcher<I, O>,
+    work: Vec<T>,
+    submit: SubmitOptions,
+    build: impl Fn(T) -> Result<I, String> + Send + Sync + 'static,
+) -> Result<Vec<O>, String>
+where
+    T: Send + 'static,
+    I: crate::batcher::Batchable + Send + 'static,
+    O: Send + 'static,
+{
+    let cpu = svc.sc.cpu.clone();
+    let inputs = svc
+        .sc
+        .cpu
+        .run(move || {
+            cpu.map(work, build)
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+    let tickets = lane.submit(inputs, submit).map_err(|e| e.to_string())?;
+    let (outputs, _) = await_all(tickets, submit.deadline)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(outputs)
 }
