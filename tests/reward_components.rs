@@ -324,6 +324,42 @@ async fn judge_outages_never_fail_subject_consistency() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_deadline_bounds_the_judge() {
+    let log = Shared::default();
+    let base = spawn_remote(log.clone()).await;
+    let mut judge = judge_config(&base);
+    judge.policy.timeout_ms = 10_000;
+    let config = Config {
+        judge: Some(judge),
+        ..Config::default()
+    };
+    let s = TestServer::start_with(default_manifest(), config).await;
+    // The judge answers after 3 s and its policy would wait 10 s; the request allows 1.5 s.
+    let started = std::time::Instant::now();
+    let body = json!({"items": [red_item("SLOW")], "rewards": paper_weights(), "timeout_ms": 1500});
+    let (status, _, out) = s.post("/v1/reward", &body).await;
+    assert_eq!(status, 200, "{out}");
+    let r = &out["results"][0];
+    assert!(
+        r["errors"]["semantic_alignment"]
+            .as_str()
+            .unwrap()
+            .contains("deadline"),
+        "{r}"
+    );
+    assert!(
+        close(&r["components"]["subject_consistency"]["score"], 1.0),
+        "{r}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(2800),
+        "{:?}",
+        started.elapsed()
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_refused_is_a_component_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -167,17 +167,31 @@ pub async fn compute(
             Err(e) => Ok(Some(Err(e.to_string()))),
         }
     };
+    // The request's deadline bounds the remote components too (a slow judge queues callers
+    // behind its concurrency limit); what does not finish in time becomes a component error.
+    let deadline = tokio::time::Instant::from_std(plan.submit.deadline);
+    let late = || "the request's deadline passed before the component completed".to_string();
     let sa = async {
         if !plan.wants("semantic_alignment") {
             return None;
         }
-        Some(futures_util::future::join_all(meta.iter().map(|m| judge_one(svc, m))).await)
+        let calls = futures_util::future::join_all(meta.iter().map(|m| judge_one(svc, m)));
+        Some(
+            tokio::time::timeout_at(deadline, calls)
+                .await
+                .unwrap_or_else(|_| vec![Err(late()); meta.len()]),
+        )
     };
     let ae = async {
         if !plan.wants("aesthetic") {
             return None;
         }
-        Some(aesthetic_all(svc, &meta, plan.submit).await)
+        let scores = aesthetic_all(svc, &meta, plan.submit);
+        Some(
+            tokio::time::timeout_at(deadline, scores)
+                .await
+                .unwrap_or_else(|_| Err(late())),
+        )
     };
     let (sc, sa, ae) = tokio::join!(sc, sa, ae);
     let (sc_items, timing) = match sc? {
