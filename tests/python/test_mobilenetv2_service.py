@@ -25,16 +25,16 @@ import hashlib
 import io
 import os
 import tomllib
-import zipfile
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
+import mbv2_inputs
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 import pytest
+from mbv2_inputs import PHOTOS, Floats, pixel_values
 from PIL import Image
 from service import REPO, binary_missing, post_json, running_service
 
@@ -44,16 +44,6 @@ ONNX = Path(
 )
 PHOTOS_WHEEL = os.environ.get("PSR_PHOTOS_WHEEL", "")
 TOLERANCE = 1e-4
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-#: Colour photos of distinct scenes in ``skimage/data/``.
-PHOTOS = (
-    "chelsea.png",
-    "coffee.png",
-    "astronaut.png",
-    "rocket.jpg",
-    "motorcycle_left.png",
-)
 #: Crops for the comparison with Python, as fractions (left, top, right, bottom) of
 #: the photo: from downscaling on both axes to upscaling on both, wide and tall.
 CROPS: dict[str, tuple[float, float, float, float]] = {
@@ -67,8 +57,6 @@ CROPS: dict[str, tuple[float, float, float, float]] = {
 #: Two overlapping crops per photo for the similarity test: left and right parts
 #: sharing the middle, of different heights.
 PAIR = ((0.0, 0.0, 0.7, 0.9), (0.3, 0.1, 1.0, 1.0))
-
-Floats = npt.NDArray[np.float32]
 
 
 def _missing() -> str | None:
@@ -157,12 +145,9 @@ def session() -> ort.InferenceSession:
 # ---------------------------------------------------------------------------- inputs
 
 
-@cache
 def photo(name: str) -> Image.Image:
     """``skimage/data/<name>`` from the scikit-image wheel, as RGB."""
-    with zipfile.ZipFile(PHOTOS_WHEEL) as archive:
-        data = archive.read(f"skimage/data/{name}")
-    return Image.open(io.BytesIO(data)).convert("RGB")
+    return mbv2_inputs.photo(Path(PHOTOS_WHEEL), name)
 
 
 def crop(image: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
@@ -179,16 +164,6 @@ def b64_png(image: Image.Image) -> str:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def pixel_values(image: Image.Image) -> Floats:
-    """deep_sort's preprocessing as the manifest states it, done by Pillow.
-
-    Squash to 224x224 (bilinear), scale to 0..1, ImageNet mean/std, ``[3, 224, 224]``.
-    """
-    resized = image.resize((224, 224), Image.Resampling.BILINEAR)
-    rgb = np.asarray(resized, np.float32) / np.float32(255.0)
-    return ((rgb - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy()
 
 
 def python_embed(session: ort.InferenceSession, images: list[Image.Image]) -> Floats:
