@@ -58,15 +58,7 @@ async fn probes_info_and_docs() {
     assert_eq!(ready.status(), 200);
     assert!(ready.headers().contains_key("x-request-id"));
 
-    let info: serde_json::Value = s
-        .client
-        .get(s.url("/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = s.get_json("/info").await;
     assert_eq!(info["name"], "psr-reward");
     let models = info["models"].as_array().unwrap();
     assert_eq!(models.len(), 3);
@@ -101,15 +93,7 @@ async fn probes_info_and_docs() {
     );
     assert_eq!(info["limits"]["priority_levels"], 3);
 
-    let api: serde_json::Value = s
-        .client
-        .get(s.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api = s.get_json("/openapi.json").await;
     assert!(api["paths"]["/v1/embed"]["post"].is_object());
     assert!(api["paths"]["/v1/detect"]["post"].is_object());
     let docs = s.client.get(s.url("/docs")).send().await.unwrap();

@@ -310,15 +310,7 @@ async fn judge_outages_never_fail_subject_consistency() {
             .await,
         1.0
     );
-    let ready: Value = s
-        .client
-        .get(s.url("/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = s.get_json("/ready").await;
     assert_eq!(ready["judge"], "open", "{ready}");
     s.stop().await;
 }

@@ -140,6 +140,18 @@ impl TestServer {
         (status, headers, json)
     }
 
+    /// GETs `path` and parses the body as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// One line of `/metrics` by prefix, as a number.
     pub async fn metric(&self, line_prefix: &str) -> f64 {
         let text = self
