@@ -22,10 +22,12 @@ export PSR_ORT_LIBRARY := $(abspath $(ORT_LIB))
 # Debian packages the tests need (browsers, Prometheus, kubectl, ...): each part adds its own
 # `APT_PACKAGES +=` line. Installed once per distinct list (the stamp names the list's hash).
 APT_PACKAGES :=
+APT_PACKAGES += kubectl prometheus
+APT_PACKAGES += chromium chromium-driver
 APT_STAMP = $(DEPS)/.apt-$(shell echo '$(sort $(APT_PACKAGES))' | md5sum | cut -c1-12)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all setup fixtures build run test test-rust test-python lint bench clean
+.PHONY: all setup fixtures build run test test-rust test-python lint bench fuzz clean
 
 all: build
 
@@ -96,6 +98,25 @@ lint: setup
 	cargo check --quiet --features cuda,tensorrt
 	$(VENV)/bin/ruff check tests tools
 	$(VENV)/bin/ruff format --check tests tools
+	$(VENV)/bin/hadolint --config docker/hadolint.yaml docker/Dockerfile.cpu docker/Dockerfile.cuda
+	PATH=$(abspath $(VENV))/bin:$$PATH deploy/validate.sh
+
+## fuzz: every cargo-fuzz target (fuzz/, nightly Rust) for FUZZ_SECONDS each on idle CPU;
+## findings land in fuzz/artifacts/ (see fuzz/README.md). Not part of `make test`.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= route_reward route_detect route_embed decode_image resize tokenizer detector_boxes
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_FUZZ := $(DEPS)/.cargo-fuzz-$(CARGO_FUZZ_VERSION)
+
+$(CARGO_FUZZ):
+	mkdir -p $(DEPS)
+	rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	cargo fuzz --version 2>/dev/null | grep -qF '$(CARGO_FUZZ_VERSION)' || cargo install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
+	touch $@
+
+fuzz: setup fixtures $(CARGO_FUZZ)
+	cd fuzz && nice -n 19 cargo +nightly fuzz build
+	fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 clean:
 	cargo clean

@@ -25,7 +25,7 @@ pub use image_model::ImageModel;
 use manifest::{BatchingSpec, LaneSpec, Manifest};
 pub use preference::{PreferenceIo, PreferenceItem, PreferenceModel};
 pub use tokenizer::{category_caption, CaptionTokenizer, TokenizeError};
-pub use yolo::YoloDetector;
+pub use yolo::{decode as yolo_decode, YoloDetector};
 
 /// Why the model set could not be brought up.
 #[derive(Debug, thiserror::Error)]
