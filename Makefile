@@ -99,7 +99,8 @@ lint: setup
 	$(VENV)/bin/ruff check tests tools
 	$(VENV)/bin/ruff format --check tests tools
 	$(VENV)/bin/hadolint --config docker/hadolint.yaml docker/Dockerfile.cpu docker/Dockerfile.cuda
-	PATH=$(abspath $(VENV))/bin:$$PATH deploy/validate.sh
+	$(VENV)/bin/ruff check deploy && $(VENV)/bin/ruff format --check deploy
+	$(PY) deploy/validate.py
 
 ## fuzz: every cargo-fuzz target (fuzz/, nightly Rust) for FUZZ_SECONDS each on idle CPU;
 ## findings land in fuzz/artifacts/ (see fuzz/README.md). Not part of `make test`.
