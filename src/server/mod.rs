@@ -1,6 +1,7 @@
 //! The HTTP edge: router, middleware (request ids, tracing, metrics, JSON panics), OpenAPI,
 //! and the serve loop with graceful shutdown.
 
+pub mod docs;
 pub mod error;
 mod extract;
 mod prepare;
@@ -24,30 +25,10 @@ use tower_http::request_id::{
 };
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
-use utoipa_redoc::{Redoc, Servable};
 
+pub use docs::ApiDoc;
 pub use error::ApiError;
 pub use state::AppState;
-
-/// The OpenAPI document, generated from the handler and type annotations.
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "psr-reward",
-        description = "Batched reward service for multi-subject personalised image generation"
-    ),
-    paths(
-        routes::health::health,
-        routes::health::ready,
-        routes::info::info,
-        routes::metrics::metrics,
-        routes::embed::embed,
-        routes::detect::detect,
-        routes::reward::reward,
-    ),
-    components(schemas(error::ErrorBody))
-)]
-pub struct ApiDoc;
 
 /// Routes whose metrics exist before the first request.
 const ROUTES: [&str; 6] = [
@@ -75,7 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/embed", post(routes::embed::embed))
         .route("/v1/detect", post(routes::detect::detect))
         .route("/v1/reward", post(routes::reward::reward))
-        .merge(Redoc::with_url("/docs", ApiDoc::openapi()))
+        .merge(docs::swagger_ui())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -70,9 +70,17 @@ struct Prepared {
 }
 
 /// Detects phrases in images with the served detector.
-#[utoipa::path(post, path = "/v1/detect", request_body = DetectRequest,
+#[utoipa::path(post, path = "/v1/detect", tag = crate::server::docs::MODEL_STAGES,
+    summary = "Detect phrases in images with the served detector",
+    description = "Each (image, phrase) pair is one detector pass with the PSR caption \
+(`\"Cat\"` -> `\"cat.\"`). Detections are the queries scoring above `box_threshold`, in query \
+order (subject consistency keeps the first); boxes are `[x1, y1, x2, y2]` in image pixels.\n\n\
+The example finds the red and the blue square of a small image with `make run`'s default \
+fixture detector, which detects solid shapes by the colour words of the phrase.",
+    request_body(content = DetectRequest, description = "Images and the phrases to find in each",
+        example = crate::server::docs::examples::detect),
     responses(
-        (status = 200, body = DetectResponse),
+        (status = 200, description = "Detections per image and phrase, in request order", body = DetectResponse),
         (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
         (status = 500, body = ErrorBody), (status = 503, body = ErrorBody),

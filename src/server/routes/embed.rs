@@ -38,9 +38,15 @@ pub struct EmbedResponse {
 }
 
 /// Embeds images with the served embedder.
-#[utoipa::path(post, path = "/v1/embed", request_body = EmbedRequest,
+#[utoipa::path(post, path = "/v1/embed", tag = crate::server::docs::MODEL_STAGES,
+    summary = "Embed images with the served embedder",
+    description = "Whole images, preprocessed as the model manifest says (MobileNetV2 under \
+`make run`: 224 x 224, 1280 dimensions), batched with every other caller's. Useful to debug \
+subject consistency, to reuse embeddings and for benchmarks.",
+    request_body(content = EmbedRequest, description = "Images to embed",
+        example = crate::server::docs::examples::embed),
     responses(
-        (status = 200, body = EmbedResponse),
+        (status = 200, description = "One embedding per image, in request order", body = EmbedResponse),
         (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
         (status = 500, body = ErrorBody), (status = 503, body = ErrorBody),

@@ -15,7 +15,9 @@ pub struct Status {
 }
 
 /// Liveness: the process answers HTTP.
-#[utoipa::path(get, path = "/health", responses((status = 200, body = Status)))]
+#[utoipa::path(get, path = "/health", tag = crate::server::docs::OPERATIONS,
+    summary = "Liveness: the process answers HTTP",
+    responses((status = 200, description = "Always `ok` while the process serves", body = Status)))]
 pub async fn health() -> Json<Status> {
     Json(Status { status: "ok" })
 }
@@ -32,7 +34,15 @@ pub struct Readiness {
 }
 
 /// Readiness: every model loaded and warmed up by a real forward pass, and not draining.
-#[utoipa::path(get, path = "/ready", responses((status = 200, body = Readiness), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/ready", tag = crate::server::docs::OPERATIONS,
+    summary = "Readiness: models loaded and warmed up, not draining",
+    description = "200 once every model is loaded and has run a real forward pass; 503 \
+(`not_ready`, with `Retry-After`) before that and while draining at shutdown. Also reports the \
+circuit breakers of the remote judge and aesthetic scorer, which degrade their components \
+only.",
+    responses(
+        (status = 200, description = "Ready to serve", body = Readiness),
+        (status = 503, description = "Loading, warming up or draining", body = ErrorBody)))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     if state.is_draining() {
         return Err(ApiError::not_ready(

@@ -36,7 +36,12 @@ pub struct RemoteInfo {
 }
 
 /// Describes the service.
-#[utoipa::path(get, path = "/info", responses((status = 200, body = Info)))]
+#[utoipa::path(get, path = "/info", tag = crate::server::docs::OPERATIONS,
+    summary = "What the service runs: version, models, limits, remote services",
+    description = "The served models with their ONNX signatures, batching settings and the \
+execution provider each instance really runs on; the request limits; the remote services \
+(URL, model, breaker state; never an API key).",
+    responses((status = 200, description = "The service description", body = Info)))]
 pub async fn info(State(state): State<AppState>) -> Json<Info> {
     Json(Info {
         name: env!("CARGO_PKG_NAME"),

@@ -8,7 +8,11 @@ use crate::server::error::ApiError;
 use crate::server::state::AppState;
 
 /// Renders every metric family.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = crate::server::docs::OPERATIONS,
+    summary = "Prometheus metrics",
+    description = "Requests, latencies, queue depths, batch sizes, cache hits and remote \
+service health, in the Prometheus text exposition format.",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let text = state
         .metrics()

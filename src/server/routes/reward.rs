@@ -365,9 +365,21 @@ fn ms(d: std::time::Duration) -> f64 {
 }
 
 /// Scores generated images.
-#[utoipa::path(post, path = "/v1/reward", request_body = RewardRequest,
+#[utoipa::path(post, path = "/v1/reward", tag = crate::server::docs::SCORING,
+    summary = "Score generated images (subject consistency, alignment, aesthetic)",
+    description = "Each item is a generated image, its prompt and its subjects (a category \
+name, which is the detector phrase, and a reference image). Subject consistency detects each \
+subject in the image, crops it and compares its embedding with the reference's (the PSR \
+reward); position and semantic alignment and the aesthetic score are the other components. \
+`rewards` names the components and their weights (default: the configured weights of the \
+components this deployment serves); `reward` is the weighted sum of the normalised scores. A \
+component that fails is null with its reason in `errors`; the others still come back.\n\n\
+The example scores a black image with a red and a blue square against a red and a blue \
+reference, with `make run`'s default models.",
+    request_body(content = RewardRequest, description = "Images to score, with their subjects",
+        example = crate::server::docs::examples::reward),
     responses(
-        (status = 200, body = RewardResponse),
+        (status = 200, description = "One result per item, in request order", body = RewardResponse),
         (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
         (status = 500, body = ErrorBody), (status = 503, body = ErrorBody),
