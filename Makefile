@@ -27,7 +27,7 @@ APT_PACKAGES += chromium chromium-driver
 APT_STAMP = $(DEPS)/.apt-$(shell echo '$(sort $(APT_PACKAGES))' | md5sum | cut -c1-12)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all setup fixtures build run test test-rust test-python lint bench fuzz clean
+.PHONY: all setup fixtures build run test test-rust test-python test-client lint bench fuzz clean
 
 all: build
 
@@ -81,7 +81,7 @@ run: setup fixtures build
 	PORT=$(PORT) PSR_MODELS=$(PSR_MODELS) ./target/release/psr-reward serve
 
 ## test: every Rust and Python test.
-test: setup fixtures test-rust test-python
+test: setup fixtures test-rust test-python test-client
 
 test-rust:
 	cargo test --all-targets -- --test-threads=$(CARGO_TEST_THREADS)
@@ -91,6 +91,16 @@ test-python:
 	PSR_PHOTOS_WHEEL=$(abspath $(PHOTOS_WHEEL)) PSR_BINARY=$(abspath target/debug/psr-reward) \
 	$(PY) -m pytest -q tests/python
 
+## test-client: the Python client (clients/python) against the real binary and fixture models.
+CLIENT_STAMP := $(VENV)/.client-stamp
+$(CLIENT_STAMP): $(VENV)/.stamp clients/python/pyproject.toml
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ./clients/python
+	touch $@
+
+test-client: setup fixtures $(CLIENT_STAMP)
+	PSR_FIXTURES_DIR=$(abspath $(FIXTURES)) PSR_BINARY=$(abspath target/debug/psr-reward) \
+	$(PY) -m pytest -q clients/python/tests
+
 ## lint: formatting and lints (Rust and Python).
 lint: setup
 	cargo fmt --all -- --check
@@ -98,6 +108,9 @@ lint: setup
 	cargo check --quiet --features cuda,tensorrt
 	$(VENV)/bin/ruff check tests tools
 	$(VENV)/bin/ruff format --check tests tools
+	$(VENV)/bin/ruff check clients
+	$(VENV)/bin/ruff format --check clients
+	cd clients/python && $(abspath $(VENV))/bin/mypy
 	$(VENV)/bin/hadolint --config docker/hadolint.yaml docker/Dockerfile.cpu docker/Dockerfile.cuda
 	$(VENV)/bin/ruff check deploy && $(VENV)/bin/ruff format --check deploy
 	$(PY) deploy/validate.py

@@ -1,0 +1,168 @@
+"""What the sync and async clients share: input collection, the verdict on an answer, the
+references learned from it, and parsing of ``Retry-After``."""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import DeadlineExceededError
+from .images import EncodedImage, ImageLike, as_image_list
+from .request import PreparedItem, PreparedSubject, Subject, SubjectLike, as_subject, broadcast
+from .results import ItemResult
+
+#: Statuses and ``error_type``s that mean "this request is too big: split it".
+_SPLIT_TYPES = {"payload_too_large", "too_many_pixels", "request_too_large"}
+
+
+class Verdict(enum.Enum):
+    """What to do with one answer."""
+
+    OK = "ok"
+    BUSY = "busy"  # 429: retry after Retry-After, maybe elsewhere
+    DOWN = "down"  # 503: replica not ready or draining: retry elsewhere or later
+    RESEND = "resend"  # 422 unknown_reference: resend the references inline
+    SPLIT = "split"  # too large: split the chunk in two
+    FAIL = "fail"  # anything else: raise
+
+
+def verdict(status: int, error_type: str | None) -> Verdict:
+    """Classifies an answer: only 429 and 503 are retried (never 500)."""
+    if status == 200:
+        return Verdict.OK
+    if status == 429:
+        return Verdict.BUSY
+    if status == 503:
+        return Verdict.DOWN
+    if error_type == "unknown_reference":
+        return Verdict.RESEND
+    if error_type in _SPLIT_TYPES:
+        return Verdict.SPLIT
+    return Verdict.FAIL
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds of a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+@dataclass
+class Collected:
+    """A call's inputs, flattened: the images to encode (generated first, then each distinct
+    reference once) and, per item, its prompt, task and (name, reference slot) pairs."""
+
+    images: list[ImageLike]
+    n_items: int
+    prompts: list[str]
+    tasks: list[str | None]
+    subjects: list[list[tuple[str, int]]]
+
+
+def collect(
+    images: Any,
+    prompts: str | Sequence[str] | None,
+    subjects: Sequence[Sequence[SubjectLike]] | None,
+    task: str | Sequence[str | None] | None,
+) -> Collected:
+    """Validates and flattens the arguments of ``score``; each distinct reference object (or
+    path) is encoded once however many items share it (a GRPO group shares its references)."""
+    gen = as_image_list(images)
+    n = len(gen)
+    if n == 0:
+        raise ValueError("no images to score")
+    ps = [p or "" for p in broadcast(prompts, n, "prompts")]
+    ts = broadcast(task, n, "task")
+    if subjects is None:
+        raise ValueError("subjects: each image needs 1 or more subjects (name, reference)")
+    subs = list(subjects)
+    if len(subs) != n:
+        raise ValueError(f"subjects: {len(subs)} given for {n} images")
+    todo: list[ImageLike] = list(gen)
+    slot: dict[Any, int] = {}
+    per_item: list[list[tuple[str, int]]] = []
+    for item_subjects in subs:
+        if isinstance(item_subjects, (Subject, Mapping)):
+            item_subjects = [item_subjects]
+        pairs = []
+        for s in item_subjects:
+            sub = as_subject(s)
+            ref = sub.reference
+            key: Any = ("path", os.fspath(ref)) if isinstance(ref, (str, os.PathLike)) else id(ref)
+            if key not in slot:
+                slot[key] = len(todo)
+                todo.append(ref)
+            pairs.append((sub.name, slot[key]))
+        per_item.append(pairs)
+    return Collected(todo, n, ps, ts, per_item)
+
+
+def prepared(c: Collected, encoded: Sequence[EncodedImage]) -> list[PreparedItem]:
+    """The items of ``c`` once its images are encoded (``encoded`` in ``c.images`` order)."""
+    return [
+        PreparedItem(
+            index=i,
+            image=encoded[i],
+            prompt=c.prompts[i],
+            task=c.tasks[i],
+            subjects=tuple(PreparedSubject(name, encoded[k]) for name, k in c.subjects[i]),
+        )
+        for i in range(c.n_items)
+    ]
+
+
+def ref_pairs(items: Sequence[PreparedItem]) -> list[tuple[str, str]]:
+    """``(digest, name)`` of every reference of a chunk."""
+    return [(s.reference.digest, s.name) for it in items for s in it.subjects]
+
+
+def learned(
+    items: Sequence[PreparedItem], results: Sequence[Mapping[str, Any]]
+) -> list[tuple[str, str, str]]:
+    """``(digest, name, server hash)`` for every reference the server reported a hash for."""
+    out = []
+    for it, res in zip(items, results, strict=True):
+        sc = (res.get("components") or {}).get("subject_consistency") or {}
+        for s, rep in zip(it.subjects, sc.get("subjects") or [], strict=False):
+            h = rep.get("reference") if isinstance(rep, Mapping) else None
+            if isinstance(h, str):
+                out.append((s.reference.digest, s.name, h))
+    return out
+
+
+def parse_results(
+    body: Mapping[str, Any], n: int, url: str
+) -> tuple[list[ItemResult], list[Mapping[str, Any]]]:
+    """The typed results of a 200 answer; checks the server answered for every item."""
+    raw = body.get("results")
+    if not isinstance(raw, list) or len(raw) != n:
+        got = len(raw) if isinstance(raw, list) else "no"
+        raise ValueError(f"{url}: answer has {got} results for {n} items")
+    return [ItemResult.from_json(r) for r in raw], raw
+
+
+def remaining(deadline: float, last_error: BaseException | None, what: str) -> float:
+    """Seconds left before ``deadline``; raises :class:`DeadlineExceededError` when none."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeadlineExceededError(f"{what}: deadline passed", last_error)
+    return left
+
+
+def timeout_ms(left: float, max_timeout_ms: int) -> int:
+    """The ``timeout_ms`` to send: what is left of the call's deadline, within the server's max."""
+    return max(1, min(int(left * 1000), max_timeout_ms))
