@@ -46,6 +46,8 @@ pub struct Config {
     pub judge: Option<crate::reward::JudgeConfig>,
     /// A remote aesthetic scorer, used instead of an in-process `[aesthetic]` model.
     pub aesthetic_remote: Option<crate::reward::RemoteScorerConfig>,
+    /// API keys at the door (none configured: every route is open).
+    pub auth: crate::server::auth::AuthConfig,
 }
 
 /// Reward computation settings.
@@ -273,6 +275,12 @@ impl Config {
             if !(0.0..=2.0).contains(&j.temperature) {
                 return Err(invalid("judge.temperature", "must be in [0, 2]"));
             }
+        }
+        if self.auth.keys_env.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid("auth.keys_env", "must name an environment variable"));
+        }
+        if self.auth.reload_interval_ms < 50 {
+            return Err(invalid("auth.reload_interval_ms", "must be at least 50"));
         }
         if self.server.shutdown_grace_secs > 3600 {
             return Err(invalid(

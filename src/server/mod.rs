@@ -1,6 +1,7 @@
 //! The HTTP edge: router, middleware (request ids, tracing, metrics, JSON panics), OpenAPI,
 //! and the serve loop with graceful shutdown.
 
+pub mod auth;
 pub mod docs;
 pub mod error;
 mod extract;
@@ -59,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .merge(docs::swagger_ui())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(auth::layer(&state))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), record_metrics))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -132,6 +134,7 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let app = router(state.clone());
+    let _key_reloader = state.api_keys().cloned().map(auth::spawn_reloader);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_state = state.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -20,6 +20,8 @@ pub enum StateError {
     Judge(#[from] JudgeError),
     #[error("remote client: {0}")]
     Remote(#[from] RemoteError),
+    #[error("auth: {0}")]
+    Auth(#[from] super::auth::AuthError),
 }
 
 use super::error::ApiError;
@@ -31,6 +33,7 @@ pub struct AppState {
 }
 
 struct Inner {
+    api_keys: Option<Arc<super::auth::ApiKeys>>,
     judge: Option<Arc<Judge>>,
     aesthetic_remote: Option<Arc<Remote>>,
     config: Config,
@@ -68,8 +71,10 @@ impl AppState {
             )?)),
             None => None,
         };
+        let api_keys = super::auth::ApiKeys::from_config(&config.auth)?;
         Ok(Self {
             inner: Arc::new(Inner {
+                api_keys,
                 judge,
                 aesthetic_remote,
                 reference_cache: Arc::new(ReferenceCache::new(
@@ -85,6 +90,11 @@ impl AppState {
                 draining: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// The API keys requests must carry, when `[auth]` configures any.
+    pub fn api_keys(&self) -> Option<&Arc<super::auth::ApiKeys>> {
+        self.inner.api_keys.as_ref()
     }
 
     /// The VLM judge, when configured.

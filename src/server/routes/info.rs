@@ -24,6 +24,8 @@ pub struct Info {
     pub limits: LimitsConfig,
     /// The remote services: URL, model, breaker state (never the API key).
     pub remote: Vec<RemoteInfo>,
+    /// API keys at the door: their sources and count (never a key); null when none is asked.
+    pub auth: Option<crate::server::auth::AuthInfo>,
 }
 
 /// One remote service.
@@ -51,6 +53,7 @@ pub async fn info(State(state): State<AppState>) -> Json<Info> {
         models: state.loaded_models().map(|m| m.infos()).unwrap_or_default(),
         limits: state.config().limits.clone(),
         remote: remote_info(&state),
+        auth: state.api_keys().map(|k| k.info()),
     })
 }
 
