@@ -94,3 +94,23 @@ def test_mismatched_arguments_fail_before_any_request(server: PsrServer) -> None
             client.score([solid(1), solid(2)], ["one"], [[("red", red_ref())]] * 2)
         with pytest.raises(ValueError, match="subjects"):
             client.score([solid(1)], "p", None)
+
+
+def test_a_chunk_over_the_in_flight_budget_is_split(start_server: type[PsrServer]) -> None:
+    # The server's in-flight estimate is about 19 MB an item here (pixels and the tensors of
+    # every model an item can reach): a chunk of four never fits in 40 MB, two do.
+    server = start_server.start(
+        "[limits]\nmax_inflight_bytes = 40000000\n"
+        "max_request_pixels = 10000000\nmax_image_pixels = 10000000\n"
+    )
+    rec = Recorder()
+    values = [10, 60, 110, 160, 210, 250]
+    with RewardClient(server.url, chunk_size=4, event_hooks=rec.hooks()) as client:
+        result = client.score(
+            [solid(v) for v in values], "red", [[("red", red_ref())]] * 6, rewards=AESTHETIC
+        )
+    assert result.rewards == pytest.approx([v / 255 for v in values], abs=TOLERANCE)
+    statuses = [p.status for p in rec.posts()]
+    assert 422 in statuses
+    split = [len(p.body["items"]) for p in rec.posts() if p.status == 200 and p.body]
+    assert sum(split) == 6 and max(split) < 4

@@ -13,7 +13,15 @@ from typing import Any
 
 from .errors import DeadlineExceededError
 from .images import EncodedImage, ImageLike, as_image_list
-from .request import PreparedItem, PreparedSubject, Subject, SubjectLike, as_subject, broadcast
+from .request import (
+    Limits,
+    PreparedItem,
+    PreparedSubject,
+    Subject,
+    SubjectLike,
+    as_subject,
+    broadcast,
+)
 from .results import ItemResult
 
 #: Statuses and ``error_type``s that mean "this request is too big: split it".
@@ -111,8 +119,19 @@ def collect(
     return Collected(todo, n, ps, ts, per_item)
 
 
-def prepared(c: Collected, encoded: Sequence[EncodedImage]) -> list[PreparedItem]:
-    """The items of ``c`` once its images are encoded (``encoded`` in ``c.images`` order)."""
+def encode_order(c: Collected) -> list[int]:
+    """The order to encode ``c.images`` in: references first (few, and every chunk needs
+    them), then the generated images in item order, so the first chunk is ready first."""
+    return list(range(c.n_items, len(c.images))) + list(range(c.n_items))
+
+
+def slots_of(c: Collected, items: range) -> list[int]:
+    """The ``c.images`` slots the items of ``items`` need (their image and references)."""
+    return [*items, *(k for i in items for _, k in c.subjects[i])]
+
+
+def prepared(c: Collected, items: range, encoded: Mapping[int, EncodedImage]) -> list[PreparedItem]:
+    """The items ``items`` of ``c`` once their images are encoded (``encoded``: by slot)."""
     return [
         PreparedItem(
             index=i,
@@ -121,8 +140,15 @@ def prepared(c: Collected, encoded: Sequence[EncodedImage]) -> list[PreparedItem
             task=c.tasks[i],
             subjects=tuple(PreparedSubject(name, encoded[k]) for name, k in c.subjects[i]),
         )
-        for i in range(c.n_items)
+        for i in items
     ]
+
+
+def count_groups(n: int, limits: Limits, chunk_size: int) -> list[range]:
+    """Item ranges of at most ``chunk_size`` (and the server's item limit); each is encoded
+    and sent as soon as its images are ready (split further if over the byte/pixel limits)."""
+    cap = max(1, min(chunk_size, limits.max_items_per_request))
+    return [range(s, min(s + cap, n)) for s in range(0, n, cap)]
 
 
 def ref_pairs(items: Sequence[PreparedItem]) -> list[tuple[str, str]]:

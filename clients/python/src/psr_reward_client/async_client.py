@@ -24,7 +24,7 @@ from .errors import (
     ServerUnavailableError,
     error_for,
 )
-from .images import EncodeOptions, encode_image
+from .images import EncodedImage, EncodeOptions, encode_image
 from .replicas import Backoff, Replica, ReplicaSet
 from .request import CallOptions, Limits, PreparedItem, SubjectLike, build_body, plan_chunks
 from .results import ItemResult, ScoreResult
@@ -182,18 +182,15 @@ class AsyncRewardClient:
         call = CallOptions(rewards, mode, options, priority)
         collected = _core.collect(images, prompts, subjects, task)
         loop = asyncio.get_running_loop()
-        encoded = await asyncio.gather(
-            *(
-                loop.run_in_executor(self._encode_pool, encode_image, x, self.encode_options)
-                for x in collected.images
+        encoding: dict[int, asyncio.Future[EncodedImage]] = {}
+        for k in _core.encode_order(collected):
+            encoding[k] = loop.run_in_executor(
+                self._encode_pool, encode_image, collected.images[k], self.encode_options
             )
-        )
-        items = _core.prepared(collected, encoded)
         limits = await self.limits(max(0.0, deadline - time.monotonic()))
-        chunks = plan_chunks(items, limits, self.chunk_size)
         tasks = [
-            asyncio.ensure_future(self._chunk([items[i] for i in ch], call, deadline, limits))
-            for ch in chunks
+            asyncio.ensure_future(self._group(collected, group, encoding, call, deadline, limits))
+            for group in _core.count_groups(collected.n_items, limits, self.chunk_size)
         ]
         try:
             parts = await asyncio.gather(*tasks)
@@ -233,12 +230,32 @@ class AsyncRewardClient:
             self._replicas.mark_down(replica)
             last = ServerUnavailableError(f"{replica.url}: {problem}")
 
-    async def _chunk(
-        self, items: list[PreparedItem], call: CallOptions, deadline: float, limits: Limits
+    async def _group(
+        self,
+        c: _core.Collected,
+        group: range,
+        encoding: Mapping[int, asyncio.Future[EncodedImage]],
+        call: CallOptions,
+        deadline: float,
+        limits: Limits,
     ) -> tuple[list[ItemResult], list[Mapping[str, Any]]]:
+        """Waits for a group's images, then sends it (in chunks within the byte limits)."""
+        slots = _core.slots_of(c, group)
+        left = _core.remaining(deadline, None, "encoding")
+        try:
+            done = await asyncio.wait_for(asyncio.gather(*(encoding[k] for k in slots)), left)
+        except asyncio.TimeoutError as e:
+            raise DeadlineExceededError("encoding: deadline passed") from e
+        items = _core.prepared(c, group, dict(zip(slots, done, strict=True)))
         st = self._state()
+        results: list[ItemResult] = []
+        responses: list[Mapping[str, Any]] = []
         async with st.gate:
-            return await self._send(items, call, deadline, limits, st)
+            for ch in plan_chunks(items, limits, self.chunk_size):
+                res, resp = await self._send(items[ch.start : ch.stop], call, deadline, limits, st)
+                results.extend(res)
+                responses.extend(resp)
+        return results, responses
 
     async def _send(
         self,

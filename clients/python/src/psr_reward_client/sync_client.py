@@ -19,7 +19,7 @@ from .errors import (
     ServerUnavailableError,
     error_for,
 )
-from .images import EncodeOptions, encode_image
+from .images import EncodedImage, EncodeOptions, encode_image
 from .replicas import Backoff, Replica, ReplicaSet
 from .request import (
     CallOptions,
@@ -189,18 +189,18 @@ class RewardClient:
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         call = CallOptions(rewards, mode, options, priority)
         collected = _core.collect(images, prompts, subjects, task)
-        encoded = list(
-            self._encode_pool.map(lambda x: encode_image(x, self.encode_options), collected.images)
-        )
-        items = _core.prepared(collected, encoded)
+        encoding: dict[int, cf.Future[EncodedImage]] = {}
+        for k in _core.encode_order(collected):
+            encoding[k] = self._encode_pool.submit(
+                encode_image, collected.images[k], self.encode_options
+            )
         limits = self.limits(max(0.0, deadline - time.monotonic()))
-        chunks = plan_chunks(items, limits, self.chunk_size)
         stop = threading.Event()
         futures = [
             self._request_pool.submit(
-                self._chunk, [items[i] for i in ch], call, deadline, limits, stop
+                self._group, collected, group, encoding, call, deadline, limits, stop
             )
-            for ch in chunks
+            for group in _core.count_groups(collected.n_items, limits, self.chunk_size)
         ]
         out: list[ItemResult] = []
         responses: list[Mapping[str, Any]] = []
@@ -222,6 +222,31 @@ class RewardClient:
         return self._submit_pool.submit(self.score, *args, **kwargs)
 
     # -- one chunk ------------------------------------------------------------------------
+    def _group(
+        self,
+        c: _core.Collected,
+        group: range,
+        encoding: Mapping[int, cf.Future[EncodedImage]],
+        call: CallOptions,
+        deadline: float,
+        limits: Limits,
+        stop: threading.Event,
+    ) -> tuple[list[ItemResult], list[Mapping[str, Any]]]:
+        """Waits for a group's images, then sends it (in chunks within the byte limits)."""
+        left = _core.remaining(deadline, None, "encoding")
+        try:
+            encoded = {k: encoding[k].result(timeout=left) for k in _core.slots_of(c, group)}
+        except cf.TimeoutError as e:
+            raise DeadlineExceededError("encoding: deadline passed") from e
+        items = _core.prepared(c, group, encoded)
+        results: list[ItemResult] = []
+        responses: list[Mapping[str, Any]] = []
+        for ch in plan_chunks(items, limits, self.chunk_size):
+            res, resp = self._chunk(items[ch.start : ch.stop], call, deadline, limits, stop)
+            results.extend(res)
+            responses.extend(resp)
+        return results, responses
+
     def _acquire(self, deadline: float, last: BaseException | None) -> Replica:
         """A healthy replica (probing one marked down), waiting while none is available."""
         while True:
