@@ -16,7 +16,7 @@ use base64::Engine;
 use psr_reward::batcher::BatchModel;
 use psr_reward::imaging::resize::{Filter, Resizer};
 use psr_reward::imaging::{PooledTensor, Preprocess, ResizeRule, TensorPool, IMAGENET};
-use psr_reward::models::ImageModel;
+use psr_reward::models::{ImageModel, OutputKind};
 use psr_reward::runtime::{
     build_session, load_environment, FallbackPolicy, Provider, SessionOptions,
 };
@@ -121,11 +121,13 @@ fn raw_throughput(args: &Args, jpegs: &[Vec<u8>]) -> Vec<(usize, f64)> {
         intra_threads: 0,
     };
     let (session, _) = build_session(&env, &opts).expect("session");
+    let metrics = psr_reward::metrics::Metrics::new();
     let mut model = ImageModel::new(
         session,
-        "pixel_values".into(),
-        "embeddings".into(),
+        ("pixel_values".into(), "embeddings".into()),
         Default::default(),
+        OutputKind::Embedding,
+        metrics.invalid_outputs("raw"),
     );
     let pre = Preprocess::new(
         ResizeRule::ShortSideCenterCrop {

@@ -131,6 +131,18 @@ pub struct LimitsConfig {
     pub max_image_side: u32,
     /// Largest accepted image area, in pixels.
     pub max_image_pixels: u64,
+    /// Largest accepted ratio of an image's long side to its short side (a 1×8192 strip is
+    /// refused from its header: no real generated image or reference looks like that).
+    pub max_aspect_ratio: f64,
+    /// Most decoded pixels in one request, summed over its distinct images (error
+    /// `too_many_pixels`, checked from the image headers before anything is decoded).
+    pub max_request_pixels: u64,
+    /// Bytes of decoded pixels and model tensors all requests in flight may hold together;
+    /// a request that does not fit now is refused with 429 and `Retry-After` (it will fit
+    /// once others finish), one that could never fit with a 422 naming this limit.
+    pub max_inflight_bytes: u64,
+    /// Most requests in flight at once (model and reward routes); beyond it, 429.
+    pub max_concurrent_requests: usize,
     /// Most images (or items) in one request.
     pub max_items_per_request: usize,
     /// Most phrases per detection request.
@@ -152,6 +164,10 @@ impl Default for LimitsConfig {
             max_image_bytes: 16 * 1024 * 1024,
             max_image_side: 8192,
             max_image_pixels: 40_000_000,
+            max_aspect_ratio: 32.0,
+            max_request_pixels: 256 * 1024 * 1024,
+            max_inflight_bytes: 4 << 30,
+            max_concurrent_requests: 512,
             max_items_per_request: 256,
             max_phrases: 8,
             default_timeout_ms: 60_000,
@@ -209,6 +225,32 @@ impl Config {
         }
         if l.max_image_pixels < 256 {
             return Err(invalid("limits.max_image_pixels", "must be at least 256"));
+        }
+        if !(l.max_aspect_ratio.is_finite() && l.max_aspect_ratio >= 1.0) {
+            return Err(invalid(
+                "limits.max_aspect_ratio",
+                "must be finite and >= 1",
+            ));
+        }
+        if l.max_request_pixels < l.max_image_pixels {
+            return Err(invalid(
+                "limits.max_request_pixels",
+                "must be at least limits.max_image_pixels (one largest image must fit)",
+            ));
+        }
+        // A request at its pixel limit holds 4 bytes per pixel decoded (RGB + alpha) before
+        // any tensor: a budget below that would refuse requests the limits allow.
+        if l.max_inflight_bytes < l.max_request_pixels.saturating_mul(4) {
+            return Err(invalid(
+                "limits.max_inflight_bytes",
+                "must be at least 4 x limits.max_request_pixels (a request at its pixel limit must fit)",
+            ));
+        }
+        if l.max_concurrent_requests == 0 {
+            return Err(invalid(
+                "limits.max_concurrent_requests",
+                "must be at least 1",
+            ));
         }
         if l.max_items_per_request == 0 {
             return Err(invalid(

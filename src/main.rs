@@ -186,8 +186,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
             let result = match loaded {
                 Ok(Ok(models)) => {
                     let models = Arc::new(models);
-                    loader_state.set_models(models.clone());
-                    models.warm_up().await.map_err(anyhow::Error::from)
+                    match loader_state.set_models(models.clone()) {
+                        Ok(()) => models.warm_up().await.map_err(anyhow::Error::from),
+                        Err(e) => Err(e.into()),
+                    }
                 }
                 Ok(Err(e)) => Err(e),
                 Err(e) => Err(anyhow::anyhow!("model loading panicked: {e}")),

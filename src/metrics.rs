@@ -44,6 +44,7 @@ pub struct Metrics {
     judge_parse_failures: IntCounter,
     judge_cache_hits: IntCounter,
     components: IntCounterVec,
+    invalid_outputs: IntCounterVec,
 }
 
 /// The remote services the metrics know (labels created at start-up).
@@ -246,6 +247,11 @@ impl Metrics {
                 "Model workers rebuilt after a panic",
                 &["model"],
             ),
+            invalid_outputs: counter(
+                "psr_reward_invalid_model_outputs_total",
+                "Model outputs rejected at the adapter boundary (NaN, zero norm, bad shape, absurd boxes), by model and reason",
+                &["model", "reason"],
+            ),
             model_ready: gauge(
                 "psr_reward_model_ready",
                 "1 when a model has at least one healthy worker",
@@ -260,6 +266,13 @@ impl Metrics {
             ready,
             registry,
         }
+    }
+
+    /// The invalid-output counters of one model, every reason registered at zero.
+    pub fn invalid_outputs(&self, model: &str) -> crate::models::InvalidOutputCounter {
+        let [a, b, c, d] = crate::models::INVALID_OUTPUT_REASONS;
+        let get = |r: &str| self.invalid_outputs.with_label_values(&[model, r]);
+        crate::models::InvalidOutputCounter::new(model, [get(a), get(b), get(c), get(d)])
     }
 
     /// Creates (or returns) the children of one model, so they show at zero before first use.

@@ -12,19 +12,29 @@ use psr_reward::config::Config;
 use psr_reward::imaging::PooledTensor;
 use psr_reward::metrics::Metrics;
 use psr_reward::models::manifest::Manifest;
-use psr_reward::models::{ImageLane, ImageModel, ModelInfo, Models};
+use psr_reward::models::{ImageLane, ImageModel, ImageOutput, ModelInfo, Models, OutputKind};
 use psr_reward::runtime::{build_session, FallbackPolicy, Provider, SessionOptions};
 use serde_json::json;
 
 const EMBEDDER: &str = "fixture-embedder";
 
+/// The fixture embedder alone (these tests batch embeddings only), with a small lane.
 fn manifest_with(delay_ms: u64, max_batch: usize, capacity: usize) -> Manifest {
     let mut m = default_manifest();
+    m.detector = None;
+    m.aesthetic = None;
     let b = &mut m.embedder.as_mut().unwrap().batching;
     b.max_queue_delay_ms = delay_ms;
     b.max_batch_size = max_batch;
     b.queue_capacity = capacity;
     m
+}
+
+/// Request limits a lane of `capacity` items can always admit (start-up checks it).
+fn limits_for(capacity: usize) -> Config {
+    let mut c = Config::default();
+    c.limits.max_items_per_request = capacity.min(256);
+    c
 }
 
 fn metric_name(family: &str) -> String {
@@ -48,7 +58,7 @@ async fn wait_metric(s: &TestServer, name: &str, want: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_callers_get_their_own_results_from_shared_batches() {
-    let s = Arc::new(TestServer::start_with(manifest_with(20, 32, 1024), Config::default()).await);
+    let s = Arc::new(TestServer::start_with(manifest_with(20, 32, 1024), limits_for(1024)).await);
     let items_before = s
         .metric(&metric_name("psr_reward_inference_items_total"))
         .await;
@@ -100,7 +110,7 @@ async fn concurrent_callers_get_their_own_results_from_shared_batches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_answers_429_with_retry_after_and_keeps_accepted_work() {
     // Items wait up to 1.5 s for a batch of 64: four of them fill the queue of 4.
-    let s = Arc::new(TestServer::start_with(manifest_with(1500, 64, 4), Config::default()).await);
+    let s = Arc::new(TestServer::start_with(manifest_with(1500, 64, 4), limits_for(4)).await);
     let accepted: Vec<_> = (0..4u8)
         .map(|i| {
             let s = s.clone();
@@ -133,7 +143,7 @@ async fn full_queue_answers_429_with_retry_after_and_keeps_accepted_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_items_get_504_and_never_reach_the_model() {
-    let s = TestServer::start_with(manifest_with(400, 64, 64), Config::default()).await;
+    let s = TestServer::start_with(manifest_with(400, 64, 64), limits_for(64)).await;
     let items = metric_name("psr_reward_inference_items_total");
     let before = s.metric(&items).await;
     let (status, _, body) = s
@@ -156,7 +166,7 @@ async fn expired_items_get_504_and_never_reach_the_model() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_that_disconnect_are_dropped_before_inference() {
-    let s = TestServer::start_with(manifest_with(500, 64, 64), Config::default()).await;
+    let s = TestServer::start_with(manifest_with(500, 64, 64), limits_for(64)).await;
     let items = metric_name("psr_reward_inference_items_total");
     let before = s.metric(&items).await;
     let impatient = reqwest::Client::builder()
@@ -180,9 +190,9 @@ struct Faulty(ImageModel);
 
 impl BatchModel for Faulty {
     type Input = PooledTensor;
-    type Output = Vec<f32>;
+    type Output = ImageOutput;
 
-    fn run(&mut self, batch: &[PooledTensor]) -> Result<Vec<Vec<f32>>, BackendError> {
+    fn run(&mut self, batch: &[PooledTensor]) -> Result<Vec<ImageOutput>, BackendError> {
         for item in batch {
             let [_, h, w] = item.shape();
             let (red, green) = (item.data()[0], item.data()[h * w]);
@@ -212,14 +222,16 @@ async fn a_failing_batch_fails_only_its_requests_and_the_model_recovers() {
         intra_threads: 1,
     };
     let (input, output) = (spec.input.clone(), spec.output.clone());
-    let factory: ModelFactory<PooledTensor, Vec<f32>> = Arc::new(move |_| {
+    let check = metrics.invalid_outputs(EMBEDDER);
+    let factory: ModelFactory<PooledTensor, ImageOutput> = Arc::new(move |_| {
         let (session, _) =
             build_session(ort_env(), &opts).map_err(|e| BackendError(e.to_string()))?;
         Ok(Box::new(Faulty(ImageModel::new(
             session,
-            input.clone(),
-            output.clone(),
+            (input.clone(), output.clone()),
             Default::default(),
+            OutputKind::Embedding,
+            check.clone(),
         ))) as _)
     });
     let config = LaneConfig {
@@ -246,7 +258,7 @@ async fn a_failing_batch_fails_only_its_requests_and_the_model_recovers() {
         aesthetic: None,
         preference: None,
     };
-    let s = TestServer::start_models(models, Config::default(), metrics).await;
+    let s = TestServer::start_models(models, limits_for(64), metrics).await;
 
     let (status, _, body) = s
         .post(

@@ -209,7 +209,7 @@ async fn aesthetic_scores_mean_chroma_times_ten() {
     };
     let mut scores = Vec::new();
     for t in lane.batcher.submit(tensors, opts).unwrap() {
-        scores.push(t.await.unwrap().unwrap().output);
+        scores.push(t.await.unwrap().unwrap().output.unwrap());
     }
     let want = [10.0, 0.0, 5.0];
     for (got, want) in scores.iter().zip(want) {

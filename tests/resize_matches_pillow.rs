@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use psr_reward::imaging::resize::{Filter, Resizer, SourceBox};
+use psr_reward::imaging::resize::{Filter, Resizer, SourceBox, Window};
 use serde_json::Value;
 
 fn fixtures_dir() -> PathBuf {
@@ -69,6 +69,7 @@ fn resize_matches_pillow_byte_for_byte() {
     let mut resizer = Resizer::new();
     let mut failures = Vec::new();
     let mut worst = 0u8;
+    let mut windows_checked = 0;
     for case in cases {
         let name = case["name"].as_str().expect("case without name");
         let input = case["input"].as_str().expect("case without input");
@@ -99,6 +100,16 @@ fn resize_matches_pillow_byte_for_byte() {
             .resize_rgb8(src, *sw, *sh, source_box(case), &mut out, dw, dh, filter)
             .unwrap_or_else(|e| panic!("{name}: resize failed: {e}"));
 
+        windows_checked += check_windows(
+            &mut resizer,
+            (src, *sw, *sh),
+            source_box(case),
+            (dw, dh),
+            filter,
+            &expected,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+
         let diffs: Vec<u8> = out
             .iter()
             .zip(&expected)
@@ -127,5 +138,82 @@ fn resize_matches_pillow_byte_for_byte() {
         cases.len(),
         failures.join("\n")
     );
-    eprintln!("{} resize cases byte-identical to Pillow", cases.len());
+    eprintln!(
+        "{} resize cases and {windows_checked} output windows byte-identical to Pillow",
+        cases.len()
+    );
+}
+
+/// Windows of the output to compute on their own: a centred 224² (or smaller) crop as the
+/// embedders take, the top-left and bottom-right quarters, one row, one column, one pixel.
+fn windows(dw: u32, dh: u32) -> Vec<Window> {
+    let (cw, ch) = (dw.min(224), dh.min(224));
+    let mut out = vec![
+        Window {
+            x: (dw - cw) / 2,
+            y: (dh - ch) / 2,
+            w: cw,
+            h: ch,
+        },
+        Window {
+            x: 0,
+            y: 0,
+            w: dw.div_ceil(2),
+            h: dh.div_ceil(2),
+        },
+        Window {
+            x: dw / 2,
+            y: dh / 2,
+            w: dw - dw / 2,
+            h: dh - dh / 2,
+        },
+        Window {
+            x: 0,
+            y: dh / 3,
+            w: dw,
+            h: 1,
+        },
+        Window {
+            x: dw / 3,
+            y: 0,
+            w: 1,
+            h: dh,
+        },
+        Window {
+            x: dw - 1,
+            y: dh - 1,
+            w: 1,
+            h: 1,
+        },
+    ];
+    out.retain(|w| w.w > 0 && w.h > 0);
+    out
+}
+
+/// Resizes only each window of [`windows`] and compares it with that part of Pillow's full
+/// output; returns how many windows matched.
+fn check_windows(
+    resizer: &mut Resizer,
+    (src, sw, sh): (&[u8], u32, u32),
+    area: Option<SourceBox>,
+    (dw, dh): (u32, u32),
+    filter: Filter,
+    expected: &[u8],
+) -> Result<usize, String> {
+    let all = windows(dw, dh);
+    for win in &all {
+        let mut out = vec![0u8; (win.w * win.h * 3) as usize];
+        resizer
+            .resize_window(src, (sw, sh), area, (dw, dh), *win, &mut out, filter)
+            .map_err(|e| format!("window {win:?}: {e}"))?;
+        for row in 0..win.h as usize {
+            let at = ((win.y as usize + row) * dw as usize + win.x as usize) * 3;
+            let want = &expected[at..at + win.w as usize * 3];
+            let got = &out[row * win.w as usize * 3..][..win.w as usize * 3];
+            if want != got {
+                return Err(format!("window {win:?} differs from Pillow at row {row}"));
+            }
+        }
+    }
+    Ok(all.len())
 }

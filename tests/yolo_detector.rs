@@ -20,7 +20,7 @@ classes = ["red", "green", "blue", "yellow", "cyan", "magenta"]
 box_threshold = 0.25
 iou_threshold = 0.45
 preprocess = {{ resize = {{ rule = "letterbox", size = 640, fill = 114 }}, filter = "bilinear", normalize = "unit" }}
-batching = {{ max_batch_size = 8, max_queue_delay_ms = 0, queue_capacity = 64 }}
+batching = {{ max_batch_size = 8, max_queue_delay_ms = 0, queue_capacity = 4096 }}
 "#,
         fixtures_dir().join("yolo.onnx").display()
     ))

@@ -60,6 +60,13 @@ pub enum BatchError {
         capacity: usize,
         retry_after: Duration,
     },
+    /// One submission holds more items than the queue ever can; splitting it is the only fix.
+    #[error("{items} items for model `{model}` exceed its queue capacity of {capacity}")]
+    TooLarge {
+        model: String,
+        items: usize,
+        capacity: usize,
+    },
     /// The item's deadline passed before it reached the model.
     #[error("deadline passed while queued for model `{model}`")]
     Timeout { model: String },
@@ -227,14 +234,9 @@ impl<I: Batchable + Send + 'static, O: Send + 'static> Batcher<I, O> {
         &self.shared.name
     }
 
-    /// The lane's tunables.
-    pub fn config(&self) -> &LaneConfig {
-        &self.shared.config
-    }
-
-    /// Items waiting now.
-    pub fn depth(&self) -> usize {
-        self.shared.lock().queue.len()
+    /// Most items the lane's queue holds: a larger submission can never be admitted.
+    pub fn queue_capacity(&self) -> usize {
+        self.shared.config.queue_capacity
     }
 
     /// Queues all `inputs` or none: a request is never half-admitted.
@@ -251,6 +253,21 @@ impl<I: Batchable + Send + 'static, O: Send + 'static> Batcher<I, O> {
             return Err(BatchError::ShuttingDown {
                 model: shared.name.clone(),
             });
+        }
+        if n > shared.config.queue_capacity {
+            drop(state);
+            shared.metrics.fail(FailureReason::Overloaded, n);
+            return Err(BatchError::TooLarge {
+                model: shared.name.clone(),
+                items: n,
+                capacity: shared.config.queue_capacity,
+            });
+        }
+        if !state.queue.has_room(n) {
+            // Items of callers that went away (a refused or cancelled request) must not keep
+            // others out: drop them now rather than at the next batch.
+            let abandoned = state.queue.remove_abandoned();
+            shared.metrics.fail(FailureReason::Dropped, abandoned);
         }
         if !state.queue.has_room(n) {
             drop(state);

@@ -66,6 +66,16 @@ impl<I, O> Queue<I, O> {
         self.len += 1;
     }
 
+    /// Removes the items whose caller went away and returns how many there were.
+    pub fn remove_abandoned(&mut self) -> usize {
+        let before = self.len;
+        for level in &mut self.levels {
+            level.retain(|e| !e.reply.is_closed());
+        }
+        self.len = self.levels.iter().map(VecDeque::len).sum();
+        before - self.len
+    }
+
     /// Enqueue time of the oldest waiting item: the batch-delay clock starts there (Triton).
     pub fn oldest(&self) -> Option<Instant> {
         self.levels

@@ -28,6 +28,14 @@ pub enum ImageError {
         max_side: u32,
         max_pixels: u64,
     },
+    /// One side is more than `max` times the other (a 1×8192 strip): such images blow up
+    /// under short-side resizes and are never real generated images or references.
+    #[error("image is {width}x{height}; the largest accepted aspect ratio is {max}:1")]
+    AspectRatio { width: u32, height: u32, max: f64 },
+    /// The file ends before its image data does (a JPEG without its end-of-image marker).
+    /// Pillow, which the PSR scripts use, refuses such files ("image file is truncated").
+    #[error("image file is truncated")]
+    Truncated,
     /// The data is corrupt or truncated.
     #[error("cannot decode image: {0}")]
     Corrupt(String),
@@ -36,9 +44,51 @@ pub enum ImageError {
 /// Limits applied to every decoded image.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLimits {
+    /// Largest encoded image, in bytes.
     pub max_bytes: usize,
+    /// Largest width or height.
     pub max_side: u32,
+    /// Largest width × height.
     pub max_pixels: u64,
+    /// Largest long side / short side.
+    pub max_aspect_ratio: f64,
+}
+
+/// What an image file's header says, read before any pixel is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageHeader {
+    pub width: u32,
+    pub height: u32,
+    pub format: image::ImageFormat,
+}
+
+impl ImageHeader {
+    /// Width × height.
+    pub fn pixels(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height)
+    }
+}
+
+/// An uploaded image whose header passed the limits, not yet decoded: the bytes a request
+/// accounts for (pixels and tensor sizes follow from the header) before it may decode.
+pub struct EncodedImage {
+    pub bytes: Vec<u8>,
+    pub header: ImageHeader,
+}
+
+impl EncodedImage {
+    /// Decodes base64 text and checks the image header against `limits`.
+    pub fn from_base64(b64: &str, limits: &DecodeLimits) -> Result<Self, ImageError> {
+        let mut bytes = Vec::new();
+        decode_base64_into(b64, limits.max_bytes, &mut bytes)?;
+        let header = probe(&bytes, limits)?;
+        Ok(Self { bytes, header })
+    }
+
+    /// Decodes the pixels.
+    pub fn decode(&self, limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
+        decode_bytes(&self.bytes, limits)
+    }
 }
 
 /// A decoded image converted to 8-bit RGB, with what it was before the conversion.
@@ -89,49 +139,81 @@ pub fn decode_image(
     limits: &DecodeLimits,
     scratch: &mut Vec<u8>,
 ) -> Result<DecodedImage, ImageError> {
+    decode_base64_into(b64, limits.max_bytes, scratch)?;
+    decode_bytes(scratch, limits)
+}
+
+/// Decodes base64 text (a bare string or a `data:` URL) into `out`, refusing more than
+/// `max_bytes` before decoding when the text is certainly too long.
+pub fn decode_base64_into(
+    b64: &str,
+    max_bytes: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), ImageError> {
     let payload = strip_data_url(b64.trim());
     if payload.is_empty() {
         return Err(ImageError::Empty);
     }
     // 3 bytes per 4 characters: refuse before decoding when the text is certainly too large.
     let estimate = payload.len() / 4 * 3;
-    if estimate > limits.max_bytes + 3 {
+    if estimate > max_bytes + 3 {
         return Err(ImageError::TooManyBytes {
             bytes: estimate,
-            max: limits.max_bytes,
+            max: max_bytes,
         });
     }
-    scratch.clear();
+    out.clear();
     base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode_vec(payload.trim_end_matches('='), scratch)
+        .decode_vec(payload.trim_end_matches('='), out)
         .map_err(|e| ImageError::Base64(e.to_string()))?;
-    if scratch.len() > limits.max_bytes {
+    if out.len() > max_bytes {
         return Err(ImageError::TooManyBytes {
-            bytes: scratch.len(),
-            max: limits.max_bytes,
+            bytes: out.len(),
+            max: max_bytes,
         });
     }
-    decode_bytes(scratch, limits)
+    if out.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    Ok(())
 }
 
-/// Decodes encoded image bytes into RGB, checking the declared size first.
-pub fn decode_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
+/// Reads the format and size from the header and checks them against `limits`; no pixel
+/// buffer is allocated.
+pub fn probe(bytes: &[u8], limits: &DecodeLimits) -> Result<ImageHeader, ImageError> {
+    let (_, header) = open_decoder(bytes, limits)?;
+    Ok(header)
+}
+
+fn open_decoder<'a>(
+    bytes: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<(Box<dyn ImageDecoder + 'a>, ImageHeader), ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| ImageError::Corrupt(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(ImageError::UnsupportedFormat);
-    }
-    let mut decoder = reader.into_decoder().map_err(map_image_error)?;
+    let format = reader.format().ok_or(ImageError::UnsupportedFormat)?;
+    let decoder = reader.into_decoder().map_err(map_image_error)?;
     let (width, height) = decoder.dimensions();
-    let pixels = u64::from(width) * u64::from(height);
+    let header = ImageHeader {
+        width,
+        height,
+        format,
+    };
+    check_header(&header, limits)?;
+    Ok((Box::new(decoder), header))
+}
+
+/// The decompression-bomb and shape guards, from the header alone.
+fn check_header(h: &ImageHeader, limits: &DecodeLimits) -> Result<(), ImageError> {
+    let (width, height) = (h.width, h.height);
     if width == 0 || height == 0 {
         return Err(ImageError::Empty);
     }
-    if width > limits.max_side || height > limits.max_side || pixels > limits.max_pixels {
+    if width > limits.max_side || height > limits.max_side || h.pixels() > limits.max_pixels {
         return Err(ImageError::TooLarge {
             width,
             height,
@@ -139,11 +221,28 @@ pub fn decode_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage,
             max_pixels: limits.max_pixels,
         });
     }
+    let ratio = f64::from(width.max(height)) / f64::from(width.min(height));
+    if ratio > limits.max_aspect_ratio {
+        return Err(ImageError::AspectRatio {
+            width,
+            height,
+            max: limits.max_aspect_ratio,
+        });
+    }
+    Ok(())
+}
+
+/// Decodes encoded image bytes into RGB, checking the declared size first.
+pub fn decode_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
+    let (mut decoder, header) = open_decoder(bytes, limits)?;
+    if header.format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(ImageError::Truncated);
+    }
     let mut codec_limits = image::Limits::default();
     codec_limits.max_image_width = Some(limits.max_side);
     codec_limits.max_image_height = Some(limits.max_side);
     // Worst case 16-bit RGBA (8 bytes per pixel) plus the codec's own working memory.
-    codec_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    codec_limits.max_alloc = Some(header.pixels().saturating_mul(8).saturating_add(64 << 20));
     decoder.set_limits(codec_limits).map_err(map_image_error)?;
     let source_color = decoder.color_type();
     let image = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
@@ -156,6 +255,17 @@ pub fn decode_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage,
         alpha,
         content_hash: content_hash(bytes),
     })
+}
+
+/// Whether a JPEG has an end-of-image marker (FF D9) after its last start-of-scan (FF DA).
+/// In entropy-coded data an FF byte is always stuffed (FF 00), so FF D9 there is a real
+/// marker; a thumbnail's EOI inside APP1 comes before the main scan and does not count.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        _ => false,
+    }
 }
 
 /// 8-bit RGB as Pillow's `convert("RGB")` gives it: 16-bit colour samples keep their high
@@ -232,6 +342,7 @@ mod tests {
         max_bytes: 1 << 20,
         max_side: 4096,
         max_pixels: 4096 * 4096,
+        max_aspect_ratio: 32.0,
     };
 
     fn png(w: u32, h: u32, color: [u8; 3]) -> Vec<u8> {
@@ -283,6 +394,34 @@ mod tests {
             decode_image("", &LIMITS, &mut scratch),
             Err(ImageError::Empty)
         ));
+    }
+
+    #[test]
+    fn a_jpeg_cut_short_is_refused_as_pillow_does() {
+        let img =
+            image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 3, y as u8 * 5, 7]));
+        let mut jpeg = Vec::new();
+        img.write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
+        let mut scratch = Vec::new();
+        assert!(decode_image(&b64(&jpeg), &LIMITS, &mut scratch).is_ok());
+        let cut = &jpeg[..jpeg.len() * 2 / 3];
+        assert!(matches!(
+            decode_image(&b64(cut), &LIMITS, &mut scratch),
+            Err(ImageError::Truncated)
+        ));
+    }
+
+    #[test]
+    fn extreme_aspect_ratios_are_refused_from_the_header() {
+        let mut scratch = Vec::new();
+        for (w, h) in [(1, 33), (400, 12)] {
+            assert!(matches!(
+                decode_image(&b64(&png(w, h, [9, 9, 9])), &LIMITS, &mut scratch),
+                Err(ImageError::AspectRatio { .. })
+            ));
+        }
+        assert!(decode_image(&b64(&png(1, 32, [9, 9, 9])), &LIMITS, &mut scratch).is_ok());
     }
 
     #[test]

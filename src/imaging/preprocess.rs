@@ -8,7 +8,7 @@
 //!
 //! Facts from psr-reference.md (PSR eval scripts, GroundingDINO `transforms.py`, torchvision).
 
-use super::resize::{Filter, ResizeError, Resizer};
+use super::resize::{Filter, ResizeError, Resizer, Window};
 use super::tensor::{PooledTensor, TensorPool};
 
 /// Per-channel normalisation `(x / 255 - mean) / std`.
@@ -98,6 +98,22 @@ impl Plan {
         }
     }
 
+    /// The part of the resized image that reaches the tensor (all of it unless cropped).
+    pub fn kept_window(&self) -> Window {
+        Window {
+            x: self.crop_x,
+            y: self.crop_y,
+            w: self
+                .out_w
+                .min(self.resized_w.saturating_sub(self.crop_x))
+                .max(1),
+            h: self
+                .out_h
+                .min(self.resized_h.saturating_sub(self.crop_y))
+                .max(1),
+        }
+    }
+
     /// Scale from the source to the resized image (letterbox gain).
     pub fn gain(&self, src_w: u32) -> f32 {
         self.resized_w as f32 / src_w.max(1) as f32
@@ -175,7 +191,9 @@ impl Preprocess {
     }
 
     /// Resizes `src`, crops or pads, and normalises into a pooled `[3, H, W]` tensor.
-    /// `resizer` and `scratch` are per-thread reusable buffers.
+    /// Only the window the tensor keeps is resampled, so a thin 1×8192 image costs a 224×224
+    /// window, not the 256×2,097,152 resize it nominally asks for. `resizer` and `scratch`
+    /// are per-thread reusable buffers.
     pub fn run(
         &self,
         src: &image::RgbImage,
@@ -184,32 +202,33 @@ impl Preprocess {
         pool: &TensorPool,
     ) -> Result<PooledTensor, ResizeError> {
         let plan = self.plan(src.width(), src.height());
-        let len = plan.resized_w as usize * plan.resized_h as usize * 3;
+        let window = plan.kept_window();
         scratch.clear();
-        scratch.resize(len, 0);
-        resizer.resize_rgb8(
+        scratch.resize(window.w as usize * window.h as usize * 3, 0);
+        resizer.resize_window(
             src.as_raw(),
-            src.width(),
-            src.height(),
+            src.dimensions(),
             None,
+            (plan.resized_w, plan.resized_h),
+            window,
             scratch,
-            plan.resized_w,
-            plan.resized_h,
             self.filter,
         )?;
-        Ok(self.normalize_window(scratch, &plan, pool))
+        Ok(self.normalize_window(scratch, window, &plan, pool))
     }
 
-    /// Copies the plan's window of an RGB8 buffer into a planar normalised tensor.
-    fn normalize_window(&self, rgb: &[u8], plan: &Plan, pool: &TensorPool) -> PooledTensor {
+    /// Copies the kept window (RGB8, `window.w` pixels a row) into a planar normalised
+    /// tensor, padding around it when the plan letterboxes.
+    fn normalize_window(
+        &self,
+        rgb: &[u8],
+        window: Window,
+        plan: &Plan,
+        pool: &TensorPool,
+    ) -> PooledTensor {
         let (ow, oh) = (plan.out_w as usize, plan.out_h as usize);
         let (px, py) = (plan.pad_x as usize, plan.pad_y as usize);
-        // The window copied from the resized image (all of the output unless padded).
-        let (cw, ch) = (
-            ow.min(plan.resized_w as usize),
-            oh.min(plan.resized_h as usize),
-        );
-        let stride = plan.resized_w as usize * 3;
+        let (cw, ch) = (window.w as usize, window.h as usize);
         let fill = plan.fill as usize;
         pool.tensor([3, oh, ow], |data| {
             data.resize(3 * oh * ow, 0.0);
@@ -220,9 +239,7 @@ impl Preprocess {
                 g.fill(self.lut[1][fill]);
                 b.fill(self.lut[2][fill]);
             }
-            for y in 0..ch {
-                let row_start = (plan.crop_y as usize + y) * stride + plan.crop_x as usize * 3;
-                let row = &rgb[row_start..row_start + cw * 3];
+            for (y, row) in rgb.chunks_exact(cw * 3).take(ch).enumerate() {
                 let out = (py + y) * ow + px;
                 for (x, px) in row.chunks_exact(3).enumerate() {
                     r[out + x] = self.lut[0][px[0] as usize];
@@ -250,7 +267,8 @@ fn short_side_max_long(w: u32, h: u32, size: u32, max_long: u32) -> (u32, u32) {
     let mut size = size;
     if max_side / min_side * f64::from(size) > f64::from(max_long) {
         // Python's round() rounds half to even.
-        size = (f64::from(max_long) * min_side / max_side).round_ties_even() as u32;
+        // At least one pixel: a strip beyond 2666:1 would round to 0, which Pillow refuses.
+        size = ((f64::from(max_long) * min_side / max_side).round_ties_even() as u32).max(1);
     }
     if (w <= h && w == size) || (h <= w && h == size) {
         return (w, h);

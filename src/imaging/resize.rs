@@ -70,6 +70,28 @@ pub struct SourceBox {
     pub y1: f64,
 }
 
+/// The part of the output that is actually wanted: `w`×`h` pixels at (`x`, `y`) of the full
+/// `dst_w`×`dst_h` result. A centre crop after a resize keeps only such a window, and computing
+/// just it bounds memory and time by the window, not by the (possibly huge) resized image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Left column of the window in the full output.
+    pub x: u32,
+    /// Top row of the window in the full output.
+    pub y: u32,
+    /// Width of the window.
+    pub w: u32,
+    /// Height of the window.
+    pub h: u32,
+}
+
+impl Window {
+    /// The whole `w`×`h` output.
+    pub fn full(w: u32, h: u32) -> Self {
+        Self { x: 0, y: 0, w, h }
+    }
+}
+
 /// Why a resize request was rejected. All inputs are validated up front, so the
 /// resampler itself cannot panic. Size errors carry (buffer, width, height) with
 /// buffer `"source"` or `"destination"`.
@@ -91,6 +113,9 @@ pub enum ResizeError {
     /// box and smears one column; the service never wants that).
     #[error("source box {0:?} is empty")]
     EmptyBox(SourceBox),
+    /// The output window is empty or not inside the output.
+    #[error("output window {0:?} is not inside the {1}x{2} output")]
+    WindowOutOfBounds(Window, u32, u32),
 }
 
 /// Source window and weight location of one output sample.
@@ -118,14 +143,23 @@ struct Taps {
 impl Taps {
     /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc`: weights mapping
     /// `[in0, in1)` of an axis of `in_size` samples onto `out_size` samples.
-    fn compute(&mut self, in_size: u32, in0: f32, in1: f32, out_size: u32, filter: Filter) {
+    /// Only the samples in `keep` are computed: each output sample's taps depend on its own
+    /// position alone, so a window of the output is exactly that window of the full result.
+    fn compute(
+        &mut self,
+        in_size: u32,
+        (in0, in1): (f32, f32),
+        out_size: u32,
+        keep: std::ops::Range<u32>,
+        filter: Filter,
+    ) {
         self.spans.clear();
         self.coeffs.clear();
         let scale = f64::from(in1 - in0) / f64::from(out_size);
         let filterscale = scale.max(1.0);
         let support = filter.support() * filterscale;
         let inv_filterscale = 1.0 / filterscale;
-        for xx in 0..out_size {
+        for xx in keep {
             let center = f64::from(in0) + (f64::from(xx) + 0.5) * scale;
             // `as` truncates toward zero, exactly like Pillow's `(int)` casts.
             let xmax = ((center + support + 0.5) as i64).min(i64::from(in_size));
@@ -206,30 +240,55 @@ impl Resizer {
         dst_h: u32,
         filter: Filter,
     ) -> Result<(), ResizeError> {
+        let size = (dst_w, dst_h);
+        let window = Window::full(dst_w, dst_h);
+        self.resize_window(src, (src_w, src_h), area, size, window, dst, filter)
+    }
+
+    /// Computes only `window` of the `dst_w`×`dst_h` resize into `dst`
+    /// (`dst.len() == window.w * window.h * 3`): the same bytes as cropping the full
+    /// result, at the cost of the window. Pass order and rounding are decided by the full
+    /// sizes, exactly as for the full resize.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resize_window(
+        &mut self,
+        src: &[u8],
+        (src_w, src_h): (u32, u32),
+        area: Option<SourceBox>,
+        (dst_w, dst_h): (u32, u32),
+        window: Window,
+        dst: &mut [u8],
+        filter: Filter,
+    ) -> Result<(), ResizeError> {
         check_buffer("source", src.len(), src_w, src_h)?;
-        check_buffer("destination", dst.len(), dst_w, dst_h)?;
+        check_size("destination", dst_w, dst_h)?;
+        check_window(window, dst_w, dst_h)?;
+        check_buffer("window", dst.len(), window.w, window.h)?;
         let [x0, y0, x1, y1] = narrow_box(area, src_w, src_h)?;
-        let (sw, dw, dh) = (src_w as usize, dst_w as usize, dst_h as usize);
+        let (sw, ww, wh) = (src_w as usize, window.w as usize, window.h as usize);
         let (fw, fh) = (dst_w as f32, dst_h as f32);
 
         // Pillow's shortcut: an integral box of exactly the output size is a crop.
         if x0 == x0.trunc() && y0 == y0.trunc() && x1 - x0 == fw && y1 - y0 == fh {
-            let (cx, cy) = (x0 as usize, y0 as usize);
-            for (row, out) in dst.chunks_exact_mut(dw * 3).enumerate() {
-                let start = ((cy + row) * sw + cx) * 3;
-                out.copy_from_slice(&src[start..start + dw * 3]);
-            }
+            let (cx, cy) = (
+                (x0 as u32 + window.x) as usize,
+                (y0 as u32 + window.y) as usize,
+            );
+            copy_rows(src, sw, cx, cy, ww, dst);
             return Ok(());
         }
 
         let need_h = dst_w != src_w || x0 != 0.0 || x1 != fw;
         let need_v = dst_h != src_h || y0 != 0.0 || y1 != fh;
+        let cols = window.x..window.x + window.w;
+        let rows = window.y..window.y + window.h;
         if need_h {
-            self.horizontal.compute(src_w, x0, x1, dst_w, filter);
+            self.horizontal
+                .compute(src_w, (x0, x1), dst_w, cols, filter);
             self.horizontal.make_uniform(sw);
         }
         if need_v {
-            self.vertical.compute(src_h, y0, y1, dst_h, filter);
+            self.vertical.compute(src_h, (y0, y1), dst_h, rows, filter);
         }
         // Pillow 13 order rule; it uses the full image sizes, not the box's.
         let shrink_h = i64::from(src_h) - i64::from(dst_h);
@@ -240,28 +299,79 @@ impl Resizer {
             &mut self.acc,
             &mut self.temp,
         );
+        let (wx, wy) = (window.x as usize, window.y as usize);
         match (need_h, need_v) {
             // Unreachable after the crop shortcut, kept for completeness.
-            (false, false) => dst.copy_from_slice(src),
-            (true, false) => horizontal_pass(src, sw, h, dst),
-            (false, true) => vertical_pass(src, 0, v, dst, acc),
+            (false, false) => copy_rows(src, sw, wx, wy, ww, dst),
+            (true, false) => horizontal_pass(&src[wy * sw * 3..], sw, h, dst),
+            (false, true) => vertical_pass(src, (sw * 3, wx * 3), 0, v, dst, acc),
             (true, true) if vertical_first => {
                 temp.clear();
-                temp.resize(sw * 3 * dh, 0);
-                vertical_pass(src, 0, v, temp, acc);
+                temp.resize(sw * 3 * wh, 0);
+                vertical_pass(src, (sw * 3, 0), 0, v, temp, acc);
                 horizontal_pass(temp, sw, h, dst);
             }
             (true, true) => {
                 let first = v.spans.first().map_or(0, |s| s.start);
-                let last = v.spans.last().map_or(0, |s| s.start + s.len);
+                let last = v.spans.iter().map(|s| s.start + s.len).max().unwrap_or(0);
                 temp.clear();
-                temp.resize(last.saturating_sub(first) * dw * 3, 0);
+                temp.resize(last.saturating_sub(first) * ww * 3, 0);
                 horizontal_pass(&src[first * sw * 3..], sw, h, temp);
-                vertical_pass(temp, first, v, dst, acc);
+                vertical_pass(temp, (ww * 3, 0), first, v, dst, acc);
             }
         }
         Ok(())
     }
+
+    /// Frees scratch capacity beyond `max_bytes`, so one huge request does not pin its
+    /// buffers in every worker thread for the rest of the process.
+    pub fn shrink_to(&mut self, max_bytes: usize) {
+        if self.temp.capacity() > max_bytes {
+            self.temp = Vec::new();
+        }
+        let max_i32 = max_bytes / 4;
+        if self.acc.capacity() > max_i32 {
+            self.acc = Vec::new();
+        }
+        for taps in [&mut self.horizontal, &mut self.vertical] {
+            if taps.coeffs.capacity() > max_i32 || taps.padded.capacity() > max_i32 {
+                *taps = Taps::default();
+            }
+        }
+    }
+}
+
+/// Copies a `w`-pixel-wide column range starting at (`x`, `y`) of `src` (rows of `src_w`
+/// pixels) into the rows of `dst`.
+fn copy_rows(src: &[u8], src_w: usize, x: usize, y: usize, w: usize, dst: &mut [u8]) {
+    for (row, out) in dst.chunks_exact_mut(w * 3).enumerate() {
+        let start = ((y + row) * src_w + x) * 3;
+        out.copy_from_slice(&src[start..start + w * 3]);
+    }
+}
+
+/// Validates an output window against the output size.
+fn check_window(window: Window, w: u32, h: u32) -> Result<(), ResizeError> {
+    let inside = window.w > 0
+        && window.h > 0
+        && window.x.checked_add(window.w).is_some_and(|r| r <= w)
+        && window.y.checked_add(window.h).is_some_and(|b| b <= h);
+    if inside {
+        Ok(())
+    } else {
+        Err(ResizeError::WindowOutOfBounds(window, w, h))
+    }
+}
+
+/// Validates dimensions without a buffer: non-zero, within [`MAX_DIMENSION`].
+fn check_size(which: &'static str, w: u32, h: u32) -> Result<(), ResizeError> {
+    if w == 0 || h == 0 {
+        return Err(ResizeError::ZeroSize(which, w, h));
+    }
+    if w > MAX_DIMENSION || h > MAX_DIMENSION {
+        return Err(ResizeError::TooLarge(which, w, h));
+    }
+    Ok(())
 }
 
 /// Validates dimensions and that `len == w * h * 3`.
@@ -340,18 +450,26 @@ fn horizontal_kernel(src: &[u8], src_w: usize, taps: &Taps, out: &mut [u8], k: u
     }
 }
 
-/// Vertical convolution into `out` (one row per span); `src` holds rows of the same
-/// length starting at source row `first`. Integer sums are order-independent, so
-/// accumulating whole rows gives Pillow's exact result with vectorisable access.
-fn vertical_pass(src: &[u8], first: usize, taps: &Taps, out: &mut [u8], acc: &mut Vec<i32>) {
+/// Vertical convolution into `out` (one row per span). `src` rows are `stride` bytes apart,
+/// start at source row `first`, and the output's columns begin `offset` bytes into each row.
+/// Integer sums are order-independent, so accumulating whole rows gives Pillow's exact
+/// result with vectorisable access.
+fn vertical_pass(
+    src: &[u8],
+    (stride, offset): (usize, usize),
+    first: usize,
+    taps: &Taps,
+    out: &mut [u8],
+    acc: &mut Vec<i32>,
+) {
     let row_len = out.len() / taps.spans.len().max(1);
     for (out_row, span) in out.chunks_exact_mut(row_len).zip(&taps.spans) {
         acc.clear();
         acc.resize(row_len, HALF);
         let weights = &taps.coeffs[span.coeff..span.coeff + span.len];
-        let start = (span.start - first) * row_len;
-        let rows = src[start..start + span.len * row_len].chunks_exact(row_len);
-        for (in_row, &w) in rows.zip(weights) {
+        for (k, &w) in weights.iter().enumerate() {
+            let start = (span.start - first + k) * stride + offset;
+            let in_row = &src[start..start + row_len];
             for (a, &p) in acc.iter_mut().zip(in_row) {
                 *a += i32::from(p) * w;
             }

@@ -8,6 +8,11 @@ use super::{
     decode_image, DecodeLimits, DecodedImage, ImageError, PooledTensor, Preprocess, TensorPool,
 };
 
+/// Scratch capacity a thread keeps between jobs. Typical work (a 1333×800 detector input, a
+/// 224×224 crop, a few-MB encoded image) fits; a rare larger job frees its buffers when done,
+/// so one spike does not stay resident in every CPU-pool thread.
+const MAX_RETAINED_BYTES: usize = 8 << 20;
+
 struct Scratch {
     bytes: Vec<u8>,
     resized: Vec<u8>,
@@ -24,7 +29,12 @@ thread_local! {
 
 /// Decodes one base64 image under `limits`, reusing this thread's byte buffer.
 pub fn decode_base64(b64: &str, limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
-    SCRATCH.with(|s| decode_image(b64, limits, &mut s.borrow_mut().bytes))
+    SCRATCH.with(|s| {
+        let bytes = &mut s.borrow_mut().bytes;
+        let decoded = decode_image(b64, limits, bytes);
+        release_spike(bytes);
+        decoded
+    })
 }
 
 /// Preprocesses an RGB image into a pooled tensor, reusing this thread's resize buffers.
@@ -35,6 +45,16 @@ pub fn to_tensor(
 ) -> Result<PooledTensor, ResizeError> {
     SCRATCH.with(|s| {
         let s = &mut *s.borrow_mut();
-        preprocess.run(image, &mut s.resizer, &mut s.resized, pool)
+        let tensor = preprocess.run(image, &mut s.resizer, &mut s.resized, pool);
+        release_spike(&mut s.resized);
+        s.resizer.shrink_to(MAX_RETAINED_BYTES);
+        tensor
     })
+}
+
+/// Frees a buffer that grew past [`MAX_RETAINED_BYTES`].
+fn release_spike(buf: &mut Vec<u8>) {
+    if buf.capacity() > MAX_RETAINED_BYTES {
+        *buf = Vec::new();
+    }
 }

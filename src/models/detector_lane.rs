@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::validate::{InvalidOutput, InvalidOutputCounter};
 use super::manifest::{self, DetectorKind};
 use super::{
     category_caption, CaptionTokenizer, Detection, DetectorItem, DetectorOutput, GroundingDino,
@@ -35,6 +36,7 @@ pub struct DetectorLane {
     pub vocabulary: Vocabulary,
     pub box_threshold: f32,
     pub(super) info: Arc<Mutex<ModelInfo>>,
+    pub(super) check: InvalidOutputCounter,
 }
 
 impl DetectorLane {
@@ -107,6 +109,15 @@ impl DetectorLane {
 
     /// Category `k` of `prompt`'s detections scoring above `threshold` in a `w`×`h` image,
     /// in query order.
+    /// Accepts one item's raw output, or rejects it (counted) when its values are not finite
+    /// or its boxes leave sane bounds. Call once per output, before [`Self::detections`].
+    pub fn validate(&self, out: &DetectorOutput) -> Result<(), InvalidOutput> {
+        match out.problem() {
+            None => Ok(()),
+            Some((reason, detail)) => Err(self.check.reject(reason, detail)),
+        }
+    }
+
     pub fn detections(
         &self,
         out: &DetectorOutput,
@@ -163,5 +174,6 @@ pub(super) fn load_detector(
         vocabulary,
         box_threshold: spec.box_threshold,
         info: started.info,
+        check: loader.metrics.invalid_outputs(&spec.name),
     })
 }

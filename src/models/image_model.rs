@@ -6,6 +6,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::manifest::Pooling;
+use super::validate::{InvalidOutput, InvalidOutputCounter};
 use crate::batcher::{BackendError, BatchModel, Batchable};
 use crate::imaging::PooledTensor;
 
@@ -17,24 +18,43 @@ impl Batchable for PooledTensor {
     }
 }
 
+/// What one image's output must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    /// An embedding: non-empty, finite, non-zero norm.
+    Embedding,
+    /// A score: one finite value.
+    Score,
+}
+
 /// One session of an image model, with a reusable batch buffer.
 pub struct ImageModel {
     session: Session,
     input: String,
     output: String,
     pooling: Pooling,
+    kind: OutputKind,
+    check: InvalidOutputCounter,
     batch: Vec<f32>,
 }
 
 impl ImageModel {
     /// Wraps a session; `input`/`output` are the tensor names from the manifest, `pooling`
-    /// how a `[B,T,D]` output becomes one vector per image.
-    pub fn new(session: Session, input: String, output: String, pooling: Pooling) -> Self {
+    /// how a `[B,T,D]` output becomes one vector per image, `kind` what each vector must be.
+    pub fn new(
+        session: Session,
+        (input, output): (String, String),
+        pooling: Pooling,
+        kind: OutputKind,
+        check: InvalidOutputCounter,
+    ) -> Self {
         Self {
             session,
             input,
             output,
             pooling,
+            kind,
+            check,
             batch: Vec::new(),
         }
     }
@@ -42,9 +62,9 @@ impl ImageModel {
 
 impl BatchModel for ImageModel {
     type Input = PooledTensor;
-    type Output = Vec<f32>;
+    type Output = Result<Vec<f32>, InvalidOutput>;
 
-    fn run(&mut self, batch: &[PooledTensor]) -> Result<Vec<Vec<f32>>, BackendError> {
+    fn run(&mut self, batch: &[PooledTensor]) -> Result<Vec<Self::Output>, BackendError> {
         let Some(first) = batch.first() else {
             return Ok(Vec::new());
         };
@@ -69,7 +89,20 @@ impl BatchModel for ImageModel {
         let (out_shape, data) = value
             .try_extract_tensor::<f32>()
             .map_err(|e| BackendError(e.to_string()))?;
-        split_rows(out_shape, data, batch.len(), self.pooling)
+        let n = batch.len();
+        let rows = match split_rows(out_shape, data, n, self.pooling) {
+            Ok(rows) => rows,
+            Err(detail) => {
+                return Ok((0..n).map(|_| Err(self.check.reject("shape", detail.clone()))).collect())
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|row| match self.kind {
+                OutputKind::Embedding => self.check.embedding(row),
+                OutputKind::Score => self.check.score(row),
+            })
+            .collect())
     }
 }
 
@@ -80,11 +113,16 @@ fn split_rows(
     data: &[f32],
     n: usize,
     pooling: Pooling,
-) -> Result<Vec<Vec<f32>>, BackendError> {
-    if shape.first().copied() != Some(n as i64) || n == 0 || !data.len().is_multiple_of(n) {
-        return Err(BackendError(format!(
+) -> Result<Vec<Vec<f32>>, String> {
+    if shape.first().copied() != Some(n as i64)
+        || n == 0
+        || data.is_empty()
+        || shape.iter().product::<i64>() != data.len() as i64
+        || !data.len().is_multiple_of(n)
+    {
+        return Err(format!(
             "output shape {shape:?} does not match batch size {n}"
-        )));
+        ));
     }
     let per_item = data.len() / n;
     let rows = data.chunks_exact(per_item);
@@ -104,9 +142,9 @@ fn split_rows(
                 })
                 .collect())
         }
-        _ => Err(BackendError(format!(
+        _ => Err(format!(
             "pooling {pooling:?} needs a [B,T,D] output, got {shape:?}"
-        ))),
+        )),
     }
 }
 
@@ -133,5 +171,7 @@ mod tests {
         );
         assert!(split_rows(&[2, 4], &data, 2, Pooling::Cls).is_err());
         assert!(split_rows(&[3, 4], &data, 2, Pooling::None).is_err());
+        // A [B,0] output is a shape error, not a division by zero.
+        assert!(split_rows(&[2, 0], &[], 2, Pooling::None).is_err());
     }
 }

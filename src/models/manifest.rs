@@ -300,7 +300,7 @@ impl Default for BatchingSpec {
         Self {
             max_batch_size: 16,
             max_queue_delay_ms: 0,
-            queue_capacity: 1024,
+            queue_capacity: 16384,
         }
     }
 }

@@ -6,6 +6,7 @@ mod image_model;
 pub mod manifest;
 mod preference;
 mod tokenizer;
+mod validate;
 mod yolo;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,7 +22,8 @@ use crate::runtime::{build_session, describe, ProviderChoice, SessionOptions, Si
 use detector_lane::load_detector;
 pub use detector_lane::{DetectorLane, Prompt, Vocabulary};
 pub use grounding_dino::{Detection, DetectorItem, DetectorOutput, GroundingDino, Letterbox};
-pub use image_model::ImageModel;
+pub use image_model::{ImageModel, OutputKind};
+pub use validate::{InvalidOutput, InvalidOutputCounter, INVALID_OUTPUT_REASONS};
 use manifest::{BatchingSpec, LaneSpec, Manifest};
 pub use preference::{PreferenceIo, PreferenceItem, PreferenceModel};
 pub use tokenizer::{category_caption, CaptionTokenizer, TokenizeError};
@@ -49,9 +51,12 @@ pub struct ModelInfo {
     pub preprocess: String,
 }
 
+/// One image's output of an image model: its vector, or why it was rejected.
+pub type ImageOutput = Result<Vec<f32>, InvalidOutput>;
+
 /// An image-in model (embedder or scorer) behind its batcher.
 pub struct ImageLane {
-    pub batcher: Batcher<PooledTensor, Vec<f32>>,
+    pub batcher: Batcher<PooledTensor, ImageOutput>,
     pub preprocess: Arc<Preprocess>,
     info: Arc<Mutex<ModelInfo>>,
 }
@@ -59,7 +64,7 @@ pub struct ImageLane {
 impl ImageLane {
     /// Wraps a running batcher (custom factories, e.g. tests that inject faults).
     pub fn new(
-        batcher: Batcher<PooledTensor, Vec<f32>>,
+        batcher: Batcher<PooledTensor, ImageOutput>,
         preprocess: Preprocess,
         info: ModelInfo,
     ) -> Self {
@@ -73,7 +78,7 @@ impl ImageLane {
 
 /// A CLIP-style preference model behind its batcher, with its tokenizer.
 pub struct PreferenceLane {
-    pub batcher: Batcher<PreferenceItem, f32>,
+    pub batcher: Batcher<PreferenceItem, Result<f32, InvalidOutput>>,
     pub preprocess: Arc<Preprocess>,
     pub tokenizer: Arc<CaptionTokenizer>,
     info: Arc<Mutex<ModelInfo>>,
@@ -189,8 +194,14 @@ impl Models {
             .transpose()?;
         let image_lane = |spec: &manifest::ImageModelSpec, role: &'static str| {
             let (input, output, pooling) = (spec.input.clone(), spec.output.clone(), spec.pooling);
+            let kind = match role {
+                "embedder" => OutputKind::Embedding,
+                _ => OutputKind::Score,
+            };
+            let check = loader.metrics.invalid_outputs(&spec.name);
             let st = loader.start(spec, role, move |session| {
-                ImageModel::new(session, input.clone(), output.clone(), pooling)
+                let names = (input.clone(), output.clone());
+                ImageModel::new(session, names, pooling, kind, check.clone())
             })?;
             Ok::<_, ModelError>(ImageLane {
                 batcher: st.batcher,
@@ -263,6 +274,11 @@ impl Models {
         Ok(())
     }
 
+    /// Whether the aesthetic component runs in-process (a preference model or image scorer).
+    pub fn has_aesthetic_model(&self) -> bool {
+        self.preference.is_some() || self.aesthetic.is_some()
+    }
+
     /// `/info` entries of every model.
     pub fn infos(&self) -> Vec<ModelInfo> {
         let d = self.detector.as_ref().map(|d| &d.info);
@@ -307,8 +323,9 @@ fn load_preference(
         attention_mask: spec.attention_mask.clone(),
         logits: spec.logits.clone(),
     };
+    let check = loader.metrics.invalid_outputs(&spec.name);
     let st = loader.start(spec, "preference", move |session| {
-        PreferenceModel::new(session, io.clone())
+        PreferenceModel::new(session, io.clone(), check.clone())
     })?;
     Ok(PreferenceLane {
         batcher: st.batcher,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use ort::session::Session;
 use ort::value::TensorRef;
 
+use super::validate::{InvalidOutput, InvalidOutputCounter};
 use crate::batcher::{BackendError, BatchModel, Batchable};
 use crate::imaging::PooledTensor;
 
@@ -39,14 +40,16 @@ pub struct PreferenceModel {
     pixels: Vec<f32>,
     ids: Vec<i64>,
     mask: Vec<i64>,
+    check: InvalidOutputCounter,
 }
 
 impl PreferenceModel {
     /// Wraps a session; tensor names come from the manifest.
-    pub fn new(session: Session, io: PreferenceIo) -> Self {
+    pub fn new(session: Session, io: PreferenceIo, check: InvalidOutputCounter) -> Self {
         Self {
             session,
             io,
+            check,
             pixels: Vec::new(),
             ids: Vec::new(),
             mask: Vec::new(),
@@ -60,9 +63,9 @@ fn backend(e: impl std::fmt::Display) -> BackendError {
 
 impl BatchModel for PreferenceModel {
     type Input = PreferenceItem;
-    type Output = f32;
+    type Output = Result<f32, InvalidOutput>;
 
-    fn run(&mut self, batch: &[PreferenceItem]) -> Result<Vec<f32>, BackendError> {
+    fn run(&mut self, batch: &[PreferenceItem]) -> Result<Vec<Self::Output>, BackendError> {
         let Some(first) = batch.first() else {
             return Ok(Vec::new());
         };
@@ -100,11 +103,10 @@ impl BatchModel for PreferenceModel {
             .ok_or_else(|| BackendError(format!("model has no output `{}`", io.logits)))?
             .try_extract_tensor::<f32>()
             .map_err(backend)?;
-        if shape[..] != [n as i64, n as i64] {
-            return Err(BackendError(format!(
-                "expected logits [{n},{n}], got {shape:?}"
-            )));
+        if shape[..] != [n as i64, n as i64] || data.len() != n * n {
+            let detail = format!("expected logits [{n},{n}], got {shape:?}");
+            return Ok((0..n).map(|_| Err(self.check.reject("shape", detail.clone()))).collect());
         }
-        Ok((0..n).map(|i| data[i * n + i]).collect())
+        Ok((0..n).map(|i| self.check.scalar(data[i * n + i])).collect())
     }
 }

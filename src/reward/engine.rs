@@ -1,7 +1,8 @@
 //! One reward request end to end: the requested components computed concurrently (subject
 //! consistency and position from one detection pass, the judge, the aesthetic scorer), each
-//! normalised, then combined. A component that fails is null with its reason; the others
-//! still come back.
+//! normalised, then combined. A remote component that fails is null with its reason; the
+//! others still come back. The in-process models fail the request as a whole (see
+//! [`RewardError`]), so overload always reaches the caller as 429/503/504.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use super::subject_consistency::{
     score_items, ItemInput, ScError, ScItem, ScServices, StageTiming,
 };
 use super::{Mode, ScOptions};
-use crate::batcher::{await_all, Batcher, SubmitOptions};
+use crate::batcher::{await_all, AwaitError, BatchError, Batcher, SubmitOptions};
+use crate::cpu_pool::CpuPoolError;
 use crate::imaging;
 use crate::metrics::Metrics;
 
@@ -133,13 +135,40 @@ struct ItemMeta {
     mime: &'static str,
 }
 
-/// Computes every requested component of every item. Only input errors of subject
-/// consistency (unknown references, bad names, a missing model) fail the whole request.
+/// Why a whole reward request fails, rather than one of its remote components.
+#[derive(Debug, thiserror::Error)]
+pub enum RewardError {
+    /// Subject consistency (and position) could not be computed: bad input, or its lanes.
+    #[error(transparent)]
+    SubjectConsistency(#[from] ScError),
+    /// An in-process model lane refused or failed the request's items.
+    #[error(transparent)]
+    Lane(#[from] AwaitError),
+    /// The request's deadline passed before an in-process model answered.
+    #[error("the request's deadline passed")]
+    Timeout,
+    /// Preprocessing on the CPU pool failed.
+    #[error("cannot preprocess image: {0}")]
+    Preprocess(String),
+    /// The CPU pool failed.
+    #[error(transparent)]
+    Pool(#[from] CpuPoolError),
+}
+
+impl From<BatchError> for RewardError {
+    fn from(e: BatchError) -> Self {
+        Self::Lane(AwaitError::Batch(e))
+    }
+}
+
+/// Computes every requested component of every item. The in-process models' failures
+/// (overload, deadline, faults) and input errors fail the whole request; a remote
+/// component's failure is that component's null with its reason.
 pub async fn compute(
     svc: &RewardServices,
     items: Vec<PreparedItem>,
     plan: &Plan,
-) -> Result<(Vec<ItemReward>, StageTiming), ScError> {
+) -> Result<(Vec<ItemReward>, StageTiming), RewardError> {
     let need_sc = plan.wants("subject_consistency") || plan.wants("position");
     let mut sc_inputs = Vec::with_capacity(items.len());
     let mut meta = Vec::with_capacity(items.len());
@@ -153,19 +182,16 @@ pub async fn compute(
         });
         sc_inputs.push(it.input);
     }
+    // In-process models fail the whole request (overload is 429, a passed deadline 504: the
+    // caller must see backpressure, never a 200 with holes); remote components (the judge, a
+    // remote scorer) degrade to a null component with its reason.
     let sc = async {
         if !need_sc {
             return Ok(None);
         }
-        match score_items(&svc.sc, sc_inputs, plan.options, plan.submit).await {
-            Ok(done) => Ok(Some(Ok(done))),
-            Err(
-                e @ (ScError::UnknownReference { .. }
-                | ScError::Name { .. }
-                | ScError::NotServed(_)),
-            ) => Err(e),
-            Err(e) => Ok(Some(Err(e.to_string()))),
-        }
+        Ok(Some(
+            score_items(&svc.sc, sc_inputs, plan.options, plan.submit).await?,
+        ))
     };
     // The request's deadline bounds the remote components too (a slow judge queues callers
     // behind its concurrency limit); what does not finish in time becomes a component error.
@@ -206,8 +232,11 @@ pub async fn compute(
         let mut errors = BTreeMap::new();
         let mut scores: BTreeMap<String, Option<f64>> = BTreeMap::new();
         let sc_item: Result<&ScItem, String> = match &sc_items {
-            Some(Ok(items)) => items.get(i).ok_or_else(|| "missing result".to_string()),
-            Some(Err(e)) => Err(e.clone()),
+            Some(items) => match items.get(i) {
+                Some(Ok(item)) => Ok(item),
+                Some(Err(e)) => Err(e.clone()),
+                None => Err("missing result".to_string()),
+            },
             None => Err(String::new()),
         };
         if plan.wants("subject_consistency") {
@@ -282,19 +311,14 @@ pub async fn compute(
             }
         }
         if let Some(results) = &ae {
-            match results.as_ref().map(|r| r[i]) {
-                Ok((Some(raw), source)) => {
+            match results.as_ref().map(|r| &r[i]) {
+                Ok((Ok(raw), source)) => {
+                    let (raw, source) = (*raw, *source);
                     let score = norm("aesthetic", raw);
                     scores.insert("aesthetic".into(), Some(score));
                     components.aesthetic = Some(AestheticComponent { score, raw, source });
                 }
-                Ok((None, _)) => {
-                    errors.insert(
-                        "aesthetic".to_string(),
-                        "the scorer returned no score for this image".to_string(),
-                    );
-                }
-                Err(e) => {
+                Ok((Err(e), _)) | Err(e) => {
                     errors.insert("aesthetic".to_string(), e.clone());
                 }
             }
@@ -339,13 +363,17 @@ async fn judge_one(svc: &RewardServices, m: &ItemMeta) -> Result<super::Judgemen
         .map_err(|e| e.to_string())
 }
 
+/// One item's raw aesthetic score (or why it has none) and where it came from.
+type AestheticScore = (Result<f64, String>, &'static str);
+
 /// Raw aesthetic scores of every item: the preference model (image + prompt) when the
-/// manifest has one, else the image scorer, else the remote scorer.
+/// manifest has one, else the image scorer, else the remote scorer. The outer error fails the
+/// request (an in-process lane); the inner one is the remote scorer's component error.
 async fn aesthetic_all(
     svc: &RewardServices,
     meta: &[ItemMeta],
     submit: SubmitOptions,
-) -> Result<Vec<(Option<f64>, &'static str)>, String> {
+) -> Result<Result<Vec<AestheticScore>, String>, RewardError> {
     let models = &svc.sc.models;
     if let Some(lane) = models.preference.as_ref() {
         let (pre, tok, pool) = (
@@ -367,10 +395,10 @@ async fn aesthetic_all(
             })
         })
         .await?;
-        return Ok(scores
+        return Ok(Ok(scores
             .into_iter()
-            .map(|v| (Some(f64::from(v)), "preference"))
-            .collect());
+            .map(|v| (v.map(f64::from).map_err(|e| e.to_string()), "preference"))
+            .collect()));
     }
     if let Some(lane) = models.aesthetic.as_ref() {
         let (pre, pool) = (lane.preprocess.clone(), svc.sc.tensors.clone());
@@ -379,24 +407,32 @@ async fn aesthetic_all(
             imaging::to_tensor(&img.rgb, &pre, &pool).map_err(|e| e.to_string())
         })
         .await?;
-        return Ok(outputs
+        return Ok(Ok(outputs
             .into_iter()
-            .map(|o| (o.first().map(|v| f64::from(*v)), "model"))
-            .collect());
+            .map(|o| {
+                let score = o.map(|v| f64::from(v[0])).map_err(|e| e.to_string());
+                (score, "model")
+            })
+            .collect()));
     }
-    let (remote, url) = svc
-        .aesthetic_remote
-        .as_ref()
-        .ok_or("no aesthetic scorer is configured")?;
+    let Some((remote, url)) = svc.aesthetic_remote.as_ref() else {
+        return Ok(Err("no aesthetic scorer is configured".to_string()));
+    };
     let prompts: Vec<&str> = meta.iter().map(|m| m.prompt.as_str()).collect();
     let images: Vec<&str> = meta
         .iter()
         .map(|m| m.image_b64.as_deref().unwrap_or(""))
         .collect();
-    let scores = remote_scores(remote, url, &prompts, &images)
+    Ok(remote_scores(remote, url, &prompts, &images)
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(scores.into_iter().map(|s| (s, "remote")).collect())
+        .map(|scores| {
+            let missing = || "the scorer returned no score for this image".to_string();
+            scores
+                .into_iter()
+                .map(|s| (s.ok_or_else(missing), "remote"))
+                .collect()
+        })
+        .map_err(|e| e.to_string()))
 }
 
 /// Builds one model input per work item on the CPU pool, then runs them all through `lane`
@@ -407,7 +443,7 @@ async fn run_on_lane<T, I, O>(
     work: Vec<T>,
     submit: SubmitOptions,
     build: impl Fn(T) -> Result<I, String> + Send + Sync + 'static,
-) -> Result<Vec<O>, String>
+) -> Result<Vec<O>, RewardError>
 where
     T: Send + 'static,
     I: crate::batcher::Batchable + Send + 'static,
@@ -422,11 +458,9 @@ where
                 .into_iter()
                 .collect::<Result<Vec<_>, _>>()
         })
-        .await
-        .map_err(|e| e.to_string())??;
-    let tickets = lane.submit(inputs, submit).map_err(|e| e.to_string())?;
-    let (outputs, _) = await_all(tickets, submit.deadline)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?
+        .map_err(RewardError::Preprocess)?;
+    let tickets = lane.submit(inputs, submit)?;
+    let (outputs, _) = await_all(tickets, submit.deadline).await?;
     Ok(outputs)
 }

@@ -3,6 +3,7 @@
 
 pub mod aesthetic;
 mod assignment;
+pub use assignment::MAX_CANDIDATES;
 mod cache;
 pub mod combine;
 pub mod crop;
@@ -39,7 +40,7 @@ pub enum Fallback {
 }
 
 /// Reproduce the evaluation scripts exactly, or use the better-behaved defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// The PSR scripts, quirks included (see README, "PSR compatibility").
@@ -50,7 +51,7 @@ pub enum Mode {
 }
 
 /// How images with an alpha channel (or other non-RGB modes) are treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AlphaRule {
     /// As the scripts: no detection on non-RGB images, alpha dropped for embedding.
@@ -60,7 +61,7 @@ pub enum AlphaRule {
 }
 
 /// How detections are matched to subjects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Matching {
     /// First kept box per category; for 2-subject items of one category, boxes 0 and 1.
@@ -70,7 +71,7 @@ pub enum Matching {
 }
 
 /// How the generated image is detected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DetectionRule {
     /// One detector pass per (image, category), as the scripts.
@@ -79,6 +80,39 @@ pub enum DetectionRule {
     /// its own token columns.
     Joint,
 }
+
+/// Implements `Deserialize` for a unit-only enum from its snake_case name only. serde's derive
+/// also takes the map form (`{"psr": null}`) and reports a number as a JSON *syntax* error
+/// (400 without the field's path); here anything but a known name is a type error of the field
+/// (422 naming its path).
+macro_rules! deserialize_from_name {
+    ($ty:ident { $($name:literal => $variant:ident),+ $(,)? }) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                const NAMES: &[&str] = &[$($name),+];
+                struct Names;
+                impl serde::de::Visitor<'_> for Names {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(f, "one of the strings {}", NAMES.join(", "))
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$ty, E> {
+                        match v {
+                            $($name => Ok($ty::$variant),)+
+                            other => Err(E::unknown_variant(other, NAMES)),
+                        }
+                    }
+                }
+                d.deserialize_str(Names)
+            }
+        }
+    };
+}
+
+deserialize_from_name!(Mode { "psr" => Psr, "robust" => Robust });
+deserialize_from_name!(AlphaRule { "skip_detection" => SkipDetection, "composite_white" => CompositeWhite });
+deserialize_from_name!(Matching { "psr" => Psr, "assignment" => Assignment });
+deserialize_from_name!(DetectionRule { "per_category" => PerCategory, "joint" => Joint });
 
 /// Resolved subject-consistency options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]

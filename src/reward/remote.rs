@@ -110,7 +110,8 @@ pub const REMOTE_FAILURE_REASONS: [&str; 5] =
 enum Breaker {
     Closed { failures: u32 },
     Open { until: Instant },
-    HalfOpen,
+    /// One trial call is in flight; everyone else still fails fast until it answers.
+    HalfOpen { trial_since: Instant },
 }
 
 /// A remote service endpoint with its policy.
@@ -164,12 +165,33 @@ impl Remote {
                 service: self.service,
             }),
             Breaker::Open { .. } => {
-                *b = Breaker::HalfOpen;
+                *b = Breaker::HalfOpen {
+                    trial_since: Instant::now(),
+                };
                 self.metrics.breaker_state.set(2);
                 Ok(())
             }
-            _ => Ok(()),
+            // Exactly one trial: a second caller waits for its verdict, unless the trial was
+            // abandoned (its caller went away before it could record), then a new one starts.
+            Breaker::HalfOpen { trial_since } if trial_since.elapsed() < self.trial_limit() => {
+                Err(RemoteError::BreakerOpen {
+                    service: self.service,
+                })
+            }
+            Breaker::HalfOpen { .. } => {
+                *b = Breaker::HalfOpen {
+                    trial_since: Instant::now(),
+                };
+                Ok(())
+            }
+            Breaker::Closed { .. } => Ok(()),
         }
+    }
+
+    /// How long a half-open trial may take with all its retries before another is allowed.
+    fn trial_limit(&self) -> Duration {
+        let per_try = self.policy.timeout_ms + self.policy.backoff_ms;
+        Duration::from_millis(per_try.saturating_mul(u64::from(self.policy.retries) + 1))
     }
 
     fn record(&self, ok: bool) {
@@ -190,7 +212,7 @@ impl Remote {
         self.metrics.breaker_state.set(match *b {
             Breaker::Closed { .. } => 0,
             Breaker::Open { .. } => 1,
-            Breaker::HalfOpen => 2,
+            Breaker::HalfOpen { .. } => 2,
         });
     }
 
@@ -284,4 +306,29 @@ fn reason_index(e: &RemoteError) -> usize {
         .iter()
         .position(|r| *r == e.reason())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_half_open_breaker_admits_exactly_one_trial() {
+        let policy = RemotePolicy {
+            breaker_failures: 1,
+            breaker_cooldown_ms: 0,
+            ..RemotePolicy::default()
+        };
+        let metrics = crate::metrics::Metrics::new().remote("judge");
+        let remote = Remote::new("judge", policy, metrics).unwrap();
+        remote.record(false);
+        assert!(remote.admit().is_ok(), "the cooldown passed: one trial");
+        assert_eq!(remote.breaker_state(), "half_open");
+        for _ in 0..3 {
+            assert!(matches!(remote.admit(), Err(RemoteError::BreakerOpen { .. })));
+        }
+        remote.record(true);
+        assert!(remote.admit().is_ok() && remote.admit().is_ok());
+        assert_eq!(remote.breaker_state(), "closed");
+    }
 }

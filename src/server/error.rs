@@ -72,6 +72,15 @@ impl ApiError {
         )
     }
 
+    /// 500: a model returned an output that failed validation (NaN, zero norm, bad shape).
+    pub fn invalid_output(e: crate::models::InvalidOutput) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "invalid_model_output",
+            e.to_string(),
+        )
+    }
+
     /// 500: a fault inside the service.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
@@ -107,6 +116,11 @@ impl From<BatchError> for ApiError {
                 api.retry_after_secs = Some(retry_after.as_secs().max(1));
                 api
             }
+            BatchError::TooLarge { .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "request_too_large",
+                e.to_string(),
+            ),
             BatchError::Timeout { .. } => {
                 Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", e.to_string())
             }

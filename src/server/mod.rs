@@ -1,6 +1,7 @@
 //! The HTTP edge: router, middleware (request ids, tracing, metrics, JSON panics), OpenAPI,
 //! and the serve loop with graceful shutdown.
 
+pub mod admission;
 pub mod auth;
 pub mod docs;
 pub mod error;
@@ -18,7 +19,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
@@ -31,32 +32,49 @@ pub use docs::ApiDoc;
 pub use error::ApiError;
 pub use state::AppState;
 
-/// Routes whose metrics exist before the first request.
-const ROUTES: [&str; 6] = [
-    "/v1/embed",
-    "/v1/detect",
-    "/health",
-    "/ready",
-    "/info",
-    "/metrics",
-];
+/// The operational routes: (path, handler).
+fn operational_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/health", get(routes::health::health)),
+        ("/ready", get(routes::health::ready)),
+        ("/info", get(routes::info::info)),
+        ("/metrics", get(routes::metrics::metrics)),
+        ("/openapi.json", get(openapi_json)),
+    ]
+}
+
+/// The model and reward routes, which pass the admission gate (`limits.max_concurrent_requests`).
+fn model_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/v1/embed", post(routes::embed::embed)),
+        ("/v1/detect", post(routes::detect::detect)),
+        ("/v1/reward", post(routes::reward::reward)),
+    ]
+}
+
+/// Adds `routes` to `router`, registering each path's metric labels first. The router and the
+/// metric labels come from the same list, so no hand-kept list of labels can fall behind.
+fn add_routes(
+    mut router: Router<AppState>,
+    routes: Vec<(&'static str, MethodRouter<AppState>)>,
+    metrics: &crate::metrics::Metrics,
+) -> Router<AppState> {
+    for (path, handler) in routes {
+        metrics.register_route(path);
+        router = router.route(path, handler);
+    }
+    router
+}
 
 /// Builds the router with every route and layer.
 pub fn router(state: AppState) -> Router {
-    for route in ROUTES {
-        state.metrics().register_route(route);
-    }
     let body_limit = state.config().limits.max_body_bytes;
     let x_request_id = axum::http::HeaderName::from_static("x-request-id");
-    Router::new()
-        .route("/health", get(routes::health::health))
-        .route("/ready", get(routes::health::ready))
-        .route("/info", get(routes::info::info))
-        .route("/metrics", get(routes::metrics::metrics))
-        .route("/openapi.json", get(openapi_json))
-        .route("/v1/embed", post(routes::embed::embed))
-        .route("/v1/detect", post(routes::detect::detect))
-        .route("/v1/reward", post(routes::reward::reward))
+    let models = add_routes(Router::new(), model_routes(), state.metrics()).route_layer(
+        axum::middleware::from_fn_with_state(state.clone(), admit_request),
+    );
+    add_routes(Router::new(), operational_routes(), state.metrics())
+        .merge(models)
         .merge(docs::swagger_ui())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
@@ -96,23 +114,23 @@ impl MakeRequestId for SequentialRequestId {
 
 async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| {
-            ROUTES
-                .iter()
-                .find(|r| **r == p.as_str())
-                .copied()
-                .unwrap_or("other")
-        });
+    // The matched route template (never the raw path), so the label set stays bounded.
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let resp = next.run(req).await;
     state.metrics().observe_request(
-        route,
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
         resp.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
     resp
+}
+
+/// Holds a request slot for the whole request, or answers 429 when none is free.
+async fn admit_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match state.admission().request() {
+        Ok(_permit) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -127,12 +145,16 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 /// Serves `router` on `listener` until `shutdown` resolves; then flips `/ready` to 503, stops
 /// accepting, and gives in-flight requests up to `grace` to finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+pub async fn serve<L>(
+    listener: L,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let app = router(state.clone());
     let _key_reloader = state.api_keys().cloned().map(auth::spawn_reloader);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,15 +1,18 @@
-//! CPU-pool work shared by the routes: decoding a request's base64 images and preprocessing
-//! them into model tensors, with errors mapped to HTTP.
+//! CPU-pool work shared by the routes: reading a request's base64 images, admitting the
+//! request by what they decode to, decoding and preprocessing them into model tensors, with
+//! errors mapped to HTTP.
 
-use crate::imaging::{self, DecodedImage, PooledTensor, Preprocess, TensorPool};
 use std::borrow::Cow;
 
+use crate::imaging::{self, EncodedImage, PooledTensor, Preprocess, TensorPool};
+
+use super::admission::{BytesPermit, RequestCost};
 use super::error::ApiError;
 use super::state::AppState;
 
-/// Decodes one base64 image under `limits`.
-pub fn decode(b64: &str, limits: &imaging::DecodeLimits) -> Result<DecodedImage, ApiError> {
-    imaging::decode_base64(b64, limits).map_err(ApiError::from)
+/// Base64-decodes one image and checks its header (no pixel is decoded yet).
+pub fn read(b64: &str, limits: &imaging::DecodeLimits) -> Result<EncodedImage, ApiError> {
+    EncodedImage::from_base64(b64, limits).map_err(ApiError::from)
 }
 
 /// Preprocesses a decoded image into a pooled tensor.
@@ -22,27 +25,56 @@ pub fn tensor(
         .map_err(|e| ApiError::invalid(format!("cannot preprocess image: {e}")))
 }
 
-/// Checks a request's image count against the limit, then decodes every image in parallel on
-/// the CPU pool and maps each through `f`; errors name the offending `images[i]`.
+/// Reads every image in parallel on the CPU pool; errors name the image by `path(i)`.
+pub fn read_all(
+    state: &AppState,
+    images: &[&str],
+    path: impl Fn(usize) -> String + Sync,
+) -> Result<Vec<EncodedImage>, ApiError> {
+    let limits = state.decode_limits();
+    state
+        .cpu()
+        .map(images.iter().enumerate().collect(), |(i, b64)| {
+            read(b64, &limits).map_err(|e| e.at(path(i)))
+        })
+        .into_iter()
+        .collect()
+}
+
+/// Checks a request's image count, reads every image, admits the request by its decoded
+/// pixels plus one `preprocess` tensor per image, then decodes in parallel and maps each
+/// image through `f`. Errors name the offending `images[i]`. The permit holds the request's
+/// share of the in-flight budget until it is dropped.
 pub fn decode_each<T: Send>(
     state: &AppState,
     images: &[Cow<'_, str>],
-    f: impl Fn(DecodedImage) -> Result<T, ApiError> + Sync + Send,
-) -> Result<Vec<T>, ApiError> {
+    preprocess: &Preprocess,
+    f: impl Fn(imaging::DecodedImage) -> Result<T, ApiError> + Sync + Send,
+) -> Result<(Vec<T>, BytesPermit), ApiError> {
     let max = state.config().limits.max_items_per_request;
     if images.is_empty() || images.len() > max {
         return Err(ApiError::invalid(format!(
             "images must hold 1..={max} images"
         )));
     }
+    let texts: Vec<&str> = images.iter().map(|s| s.as_ref()).collect();
+    let encoded = read_all(state, &texts, |i| format!("images[{i}]"))?;
+    let mut cost = RequestCost::default();
+    for e in &encoded {
+        cost.image(&e.header);
+        cost.tensors(preprocess, (e.header.width, e.header.height), 1);
+    }
+    let permit = state.admission().bytes(&cost)?;
     let limits = state.decode_limits();
-    state
+    let values = state
         .cpu()
-        .map(images.iter().enumerate().collect(), |(i, b64)| {
-            decode(b64, &limits)
+        .map(encoded.into_iter().enumerate().collect(), |(i, e)| {
+            e.decode(&limits)
+                .map_err(ApiError::from)
                 .and_then(&f)
                 .map_err(|e| e.at(format_args!("images[{i}]")))
         })
         .into_iter()
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((values, permit))
 }

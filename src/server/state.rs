@@ -24,6 +24,7 @@ pub enum StateError {
     Auth(#[from] super::auth::AuthError),
 }
 
+use super::admission::{check_lane_capacity, Admission, CapacityError};
 use super::error::ApiError;
 
 /// Everything a handler needs; cheap to clone.
@@ -42,6 +43,7 @@ struct Inner {
     tensors: TensorPool,
     models: OnceLock<Arc<Models>>,
     reference_cache: Arc<ReferenceCache>,
+    admission: Admission,
     warmed: AtomicBool,
     draining: AtomicBool,
 }
@@ -81,6 +83,7 @@ impl AppState {
                     config.rewards.reference_cache_bytes,
                     metrics.reference_cache(),
                 )),
+                admission: Admission::new(&config.limits),
                 config,
                 metrics,
                 cpu,
@@ -107,9 +110,12 @@ impl AppState {
         self.inner.aesthetic_remote.as_ref()
     }
 
-    /// Installs the loaded models (once).
-    pub fn set_models(&self, models: Arc<Models>) {
+    /// Installs the loaded models (once), after checking that every lane can take the
+    /// largest request the limits allow.
+    pub fn set_models(&self, models: Arc<Models>) -> Result<(), CapacityError> {
+        check_lane_capacity(&self.inner.config, &models)?;
         let _ = self.inner.models.set(models);
+        Ok(())
     }
 
     /// Marks warm-up done: `/ready` turns 200 unless draining.
@@ -154,6 +160,11 @@ impl AppState {
         &self.inner.cpu
     }
 
+    /// The admission gates (requests in flight, in-flight byte budget).
+    pub fn admission(&self) -> &Admission {
+        &self.inner.admission
+    }
+
     /// The tensor buffer pool.
     pub fn tensors(&self) -> &TensorPool {
         &self.inner.tensors
@@ -192,6 +203,7 @@ impl AppState {
             max_bytes: l.max_image_bytes,
             max_side: l.max_image_side,
             max_pixels: l.max_image_pixels,
+            max_aspect_ratio: l.max_aspect_ratio,
         }
     }
 

@@ -93,7 +93,7 @@ impl TestServer {
         let cpu = CpuPool::new(2).unwrap();
         let state = AppState::new(config, metrics.clone(), cpu).unwrap();
         let models = Arc::new(models);
-        state.set_models(models.clone());
+        state.set_models(models.clone()).unwrap();
         models.warm_up().await.unwrap();
         state.set_warmed();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -31,13 +31,14 @@ use work::{
     collect, cosine, embed_all, name_locator, Choice, EmbedJobs, EmbedKey, Group, Img, RefState,
 };
 
-/// Computes the subject-consistency component of every item.
+/// Computes the subject-consistency component of every item: per item its result, or why a
+/// model output it depends on was rejected.
 pub async fn score_items(
     svc: &ScServices,
     items: Vec<ItemInput>,
     opts: ScOptions,
     submit: SubmitOptions,
-) -> Result<(Vec<ScItem>, StageTiming), ScError> {
+) -> Result<(Vec<Result<ScItem, String>>, StageTiming), ScError> {
     let detector = svc
         .models
         .detector
@@ -108,7 +109,15 @@ pub async fn score_items(
         &mut timing,
     )
     .await?;
+    // A rejected detector output fails the items that use it (below); its job finds nothing.
+    let bad_jobs: Vec<Option<String>> = outputs
+        .iter()
+        .map(|o| detector.validate(o).err().map(|e| e.to_string()))
+        .collect();
     let detections_of = |job: usize, name: &str| -> Vec<Detection> {
+        if bad_jobs[job].is_some() {
+            return Vec::new();
+        }
         let (img, names) = &jobs[job];
         let (w, h) = images[*img].rgb.dimensions();
         let k = names.iter().position(|n| n == name).unwrap_or(0);
@@ -221,21 +230,39 @@ pub async fn score_items(
         }
         gen_choices.push(choices);
     }
-    let embeddings = embed_all(svc, embedder, &images, &embeds.keys, submit, &mut timing).await?;
+    let embedded = embed_all(svc, embedder, &images, &embeds.keys, submit, &mut timing).await?;
     timing.embedding = started.elapsed();
+    // Rejected embeddings stay out of every similarity (empty: cosine 0) and fail their items.
+    let embeddings: Vec<&[f32]> = embedded
+        .iter()
+        .map(|e| e.as_deref().unwrap_or(&[]))
+        .collect();
+    let bad_embedding = |k: usize| embedded[k].as_ref().err().map(ToString::to_string);
 
     // References: cached or just computed (and now cached).
+    let ref_problems: Vec<Option<String>> = ref_choices
+        .iter()
+        .zip(&ref_jobs)
+        .map(|(c, job)| {
+            job.and_then(|j| bad_jobs[j].clone())
+                .or_else(|| bad_embedding(c.embed))
+        })
+        .collect();
     let pending_refs: Vec<CachedReference> = pending
         .iter()
         .zip(&ref_choices)
-        .map(|((key, _), c)| {
+        .zip(&ref_problems)
+        .map(|(((key, _), c), problem)| {
             let entry = CachedReference {
-                embedding: embeddings[c.embed].clone().into(),
+                embedding: embeddings[c.embed].to_vec().into(),
                 detected: c.detected,
                 bbox: c.bbox,
                 fallback: c.fallback,
             };
-            svc.cache.insert(key.clone(), entry.clone());
+            // Only trustworthy references are remembered.
+            if problem.is_none() {
+                svc.cache.insert(key.clone(), entry.clone());
+            }
             entry
         })
         .collect();
@@ -257,7 +284,7 @@ pub async fn score_items(
             .map(|&s| {
                 candidates
                     .iter()
-                    .map(|c| cosine(&embeddings[c.embed], &reference(i, s).embedding))
+                    .map(|c| cosine(embeddings[c.embed], &reference(i, s).embedding))
                     .collect()
             })
             .collect();
@@ -266,8 +293,26 @@ pub async fn score_items(
         }
     }
 
+    // Why an item cannot be scored: a rejected output among its detections, its references'
+    // detections and embeddings, or its chosen crops' embeddings.
+    let item_problem = |i: usize, item: &ItemInput| -> Option<String> {
+        let gen = gen_jobs[i].values().find_map(|&j| bad_jobs[j].clone());
+        let refs = (0..item.subjects.len()).find_map(|s| match &refs[i][s] {
+            RefState::Pending(p) => ref_problems[*p].clone(),
+            RefState::Cached(_) => None,
+        });
+        let crops = gen_choices[i]
+            .iter()
+            .flatten()
+            .find_map(|c| bad_embedding(c.embed));
+        gen.or(refs).or(crops)
+    };
     let mut results = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
+        if let Some(problem) = item_problem(i, item) {
+            results.push(Err(problem));
+            continue;
+        }
         let first_boxes = item
             .subjects
             .iter()
@@ -285,7 +330,7 @@ pub async fn score_items(
                 .ok_or_else(|| ScError::Preprocess("subject without a crop".into()))?;
             subjects.push(SubjectScore {
                 name: subject.name.clone(),
-                similarity: cosine(&embeddings[g.embed], &r.embedding),
+                similarity: cosine(embeddings[g.embed], &r.embedding),
                 detected: g.detected,
                 bbox: g.bbox,
                 fallback: g.fallback,
@@ -300,11 +345,11 @@ pub async fn score_items(
         }
         let score =
             subjects.iter().map(|s| s.similarity).sum::<f64>() / subjects.len().max(1) as f64;
-        results.push(ScItem {
+        results.push(Ok(ScItem {
             score,
             subjects,
             first_boxes,
-        });
+        }));
     }
     Ok((results, timing))
 }

@@ -104,7 +104,7 @@ pub(super) async fn embed_all(
     keys: &[EmbedKey],
     submit: SubmitOptions,
     timing: &mut StageTiming,
-) -> Result<Vec<Vec<f32>>, ScError> {
+) -> Result<Vec<crate::models::ImageOutput>, ScError> {
     let work: Vec<(Arc<RgbImage>, Option<crop::Window>)> = keys
         .iter()
         .map(|k| (images[k.image].rgb.clone(), k.window))

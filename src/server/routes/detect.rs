@@ -67,6 +67,8 @@ struct Prepared {
     prompts: Vec<Prompt>,
     threshold: f32,
     opts: crate::batcher::SubmitOptions,
+    /// The request's share of the in-flight budget, held until the response is built.
+    _permit: crate::server::admission::BytesPermit,
 }
 
 /// Detects phrases in images with the served detector.
@@ -127,10 +129,11 @@ pub async fn detect(
                 prompts.push(lane.prompt(&[phrase.as_str()]).map_err(at)?);
                 phrases.push((phrase, caption));
             }
-            let images = prepare::decode_each(&st, &req.images, |img| {
-                let t = prepare::tensor(&img.rgb, &lane.preprocess, st.tensors())?;
-                Ok((img.rgb.dimensions(), Arc::new(t)))
-            })?;
+            let (images, permit) =
+                prepare::decode_each(&st, &req.images, &lane.preprocess, |img| {
+                    let t = prepare::tensor(&img.rgb, &lane.preprocess, st.tensors())?;
+                    Ok((img.rgb.dimensions(), Arc::new(t)))
+                })?;
             let mut items = Vec::with_capacity(images.len() * prompts.len());
             let mut sizes = Vec::with_capacity(images.len());
             for ((w, h), tensor) in images {
@@ -144,6 +147,7 @@ pub async fn detect(
                 prompts,
                 threshold,
                 opts,
+                _permit: permit,
             })
         })
         .await??;
@@ -156,6 +160,12 @@ pub async fn detect(
         .observe_preprocess("/v1/detect", timing.preprocess.as_secs_f64());
     let tickets = lane.batcher.submit(prepared.items, prepared.opts)?;
     let outputs = collect(tickets, prepared.opts.deadline, &mut timing).await?;
+    for (k, out) in outputs.iter().enumerate() {
+        lane.validate(out).map_err(|e| {
+            let (image, phrase) = (k / prepared.phrases.len(), k % prepared.phrases.len());
+            ApiError::invalid_output(e).at(format_args!("images[{image}], phrases[{phrase}]"))
+        })?;
+    }
     let per_image = prepared.phrases.len();
     let results = prepared
         .sizes

@@ -62,15 +62,15 @@ pub async fn embed(
         .as_ref()
         .ok_or_else(|| ApiError::not_served("embedder"))?;
     let (preprocess, st) = (lane_ref.preprocess.clone(), state.clone());
-    let (tensors, opts) = state
+    let (tensors, opts, _permit) = state
         .cpu()
         .run(move || {
             let req: EmbedRequest = parse(&body)?;
             let opts = st.submit_options(arrived, req.timeout_ms, req.priority)?;
-            let tensors = prepare::decode_each(&st, &req.images, |img| {
+            let (tensors, permit) = prepare::decode_each(&st, &req.images, &preprocess, |img| {
                 prepare::tensor(&img.rgb, &preprocess, st.tensors())
             })?;
-            Ok::<_, ApiError>((tensors, opts))
+            Ok::<_, ApiError>((tensors, opts, permit))
         })
         .await??;
     let mut timing = Timing {
@@ -81,7 +81,12 @@ pub async fn embed(
         .metrics()
         .observe_preprocess("/v1/embed", timing.preprocess.as_secs_f64());
     let tickets = lane_ref.batcher.submit(tensors, opts)?;
-    let embeddings = collect(tickets, opts.deadline, &mut timing).await?;
+    let embeddings = collect(tickets, opts.deadline, &mut timing)
+        .await?
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| e.map_err(|e| ApiError::invalid_output(e).at(format_args!("images[{i}]"))))
+        .collect::<Result<Vec<_>, _>>()?;
     let body = EmbedResponse {
         model: lane_ref.batcher.name().to_string(),
         dimensions: embeddings.first().map_or(0, Vec::len),

@@ -1,6 +1,8 @@
 //! `GET /info`: version, models (signatures, batching, the provider each instance really runs
 //! on) and limits.
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
@@ -22,10 +24,20 @@ pub struct Info {
     pub models: Vec<ModelInfo>,
     #[schema(value_type = Object)]
     pub limits: LimitsConfig,
+    /// What the admission gates hold now (see `limits.max_concurrent_requests` and
+    /// `limits.max_inflight_bytes`).
+    pub in_flight: InFlight,
     /// The remote services: URL, model, breaker state (never the API key).
     pub remote: Vec<RemoteInfo>,
     /// API keys at the door: their sources and count (never a key); null when none is asked.
     pub auth: Option<crate::server::auth::AuthInfo>,
+}
+
+/// Use of the admission gates at the moment of the call.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InFlight {
+    pub requests: usize,
+    pub bytes: u64,
 }
 
 /// One remote service.
@@ -52,6 +64,10 @@ pub async fn info(State(state): State<AppState>) -> Json<Info> {
         cpu_threads: state.cpu().threads(),
         models: state.loaded_models().map(|m| m.infos()).unwrap_or_default(),
         limits: state.config().limits.clone(),
+        in_flight: InFlight {
+            requests: state.admission().requests_in_flight(),
+            bytes: state.admission().bytes_in_use(),
+        },
         remote: remote_info(&state),
         auth: state.api_keys().map(|k| k.info()),
     })

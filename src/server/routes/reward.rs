@@ -13,11 +13,12 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::imaging::DecodedImage;
+use crate::imaging::{DecodedImage, EncodedImage};
 use crate::reward::engine::{self, ItemReward, Plan, PreparedItem, RewardServices};
 use crate::reward::{
     ItemInput, Mode, ReferenceInput, ScError, ScOptions, ScOverrides, SubjectInput, COMPONENTS,
 };
+use crate::server::admission::{BytesPermit, RequestCost};
 use crate::server::error::{ApiError, ErrorBody};
 use crate::server::extract::{parse, JsonBytes};
 use crate::server::prepare;
@@ -134,6 +135,10 @@ fn available(st: &AppState, component: &str) -> Result<(), String> {
     }
 }
 
+/// Largest accepted weight: weighted sums of normalised scores stay far from overflow (a
+/// weight of 1e308 would make every reward infinite, which JSON cannot carry).
+const MAX_WEIGHT: f64 = 1e6;
+
 fn validate_weights(
     st: &AppState,
     rewards: Option<BTreeMap<String, f64>>,
@@ -154,9 +159,9 @@ fn validate_weights(
     }
     for (name, w) in &weights {
         available(st, name).map_err(ApiError::invalid)?;
-        if !w.is_finite() || *w < 0.0 {
+        if !w.is_finite() || *w < 0.0 || *w > MAX_WEIGHT {
             return Err(ApiError::invalid(format!(
-                "rewards.{name}: weight must be finite and >= 0"
+                "rewards.{name}: weight must be in [0, {MAX_WEIGHT:e}]"
             )));
         }
     }
@@ -169,6 +174,57 @@ fn validate_weights(
 struct Decoded {
     items: Vec<PreparedItem>,
     plan: Plan,
+    /// The request's share of the in-flight budget, held until the response is built.
+    _permit: BytesPermit,
+}
+
+/// What a reward request holds in flight, an upper bound: its distinct decoded images, one
+/// detector tensor each, the embedder crops of its subjects (cached references need none)
+/// and one aesthetic tensor per item.
+fn reward_cost(
+    st: &AppState,
+    encoded: &[EncodedImage],
+    items: &[RewardItem<'_>],
+    image_of_item: &[usize],
+    weights: &BTreeMap<String, f64>,
+    options: &ScOptions,
+) -> RequestCost {
+    // Crops per subject: its generated crop and its reference, or with assignment matching
+    // up to MAX_CANDIDATES kept boxes and the whole image besides the reference.
+    let crops_per_subject = match options.matching {
+        crate::reward::Matching::Psr => 2,
+        crate::reward::Matching::Assignment => crate::reward::MAX_CANDIDATES as u64 + 2,
+    };
+    let mut cost = RequestCost::default();
+    let models = st.loaded_models();
+    for e in encoded {
+        cost.image(&e.header);
+        if let Some(d) = models.and_then(|m| m.detector.as_ref()) {
+            cost.tensors(&d.preprocess, (e.header.width, e.header.height), 1);
+        }
+    }
+    for (item, &k) in items.iter().zip(image_of_item) {
+        let size = (encoded[k].header.width, encoded[k].header.height);
+        if let Some(e) = models.and_then(|m| m.embedder.as_ref()) {
+            cost.tensors(
+                &e.preprocess,
+                size,
+                crops_per_subject * item.subjects.len() as u64,
+            );
+        }
+        if weights.contains_key("aesthetic") {
+            let aesthetic = models.and_then(|m| {
+                m.preference
+                    .as_ref()
+                    .map(|p| p.preprocess.clone())
+                    .or_else(|| m.aesthetic.as_ref().map(|a| a.preprocess.clone()))
+            });
+            if let Some(pre) = aesthetic {
+                cost.tensors(&pre, size, 1);
+            }
+        }
+    }
+    cost
 }
 
 /// Parses, validates and decodes a request on the CPU pool. Identical reference strings are
@@ -257,17 +313,18 @@ fn decode_request(st: &AppState, body: &[u8], arrived: Instant) -> Result<Decode
         }
         image_of_ref.push(refs);
     }
+    let paths: Vec<String> = where_used;
+    let encoded = prepare::read_all(st, &unique, |k| paths[k].clone())?;
+    let cost = reward_cost(st, &encoded, &req.items, &image_of_item, &weights, &options);
+    let permit = st.admission().bytes(&cost)?;
     let decode_limits = st.decode_limits();
     let decoded: Vec<Arc<DecodedImage>> = st
         .cpu()
-        .map(
-            unique.iter().copied().zip(where_used).collect(),
-            |(b64, path)| {
-                prepare::decode(b64, &decode_limits)
-                    .map(Arc::new)
-                    .map_err(|e| e.at(path))
-            },
-        )
+        .map(encoded.into_iter().enumerate().collect(), |(k, e)| {
+            e.decode(&decode_limits)
+                .map(Arc::new)
+                .map_err(|err| ApiError::from(err).at(&paths[k]))
+        })
         .into_iter()
         .collect::<Result<_, _>>()?;
     let items = req
@@ -302,6 +359,7 @@ fn decode_request(st: &AppState, body: &[u8], arrived: Instant) -> Result<Decode
         .collect();
     Ok(Decoded {
         items,
+        _permit: permit,
         plan: Plan {
             weights,
             mode,
@@ -356,6 +414,19 @@ impl From<ScError> for ApiError {
             ScError::Pool(p) => p.into(),
             ScError::Closed => ApiError::internal(e.to_string()),
             ScError::Preprocess(m) => ApiError::internal(m),
+        }
+    }
+}
+
+impl From<engine::RewardError> for ApiError {
+    fn from(e: engine::RewardError) -> Self {
+        use engine::RewardError;
+        match e {
+            RewardError::SubjectConsistency(sc) => sc.into(),
+            RewardError::Lane(lane) => lane.into(),
+            RewardError::Timeout => ApiError::timeout(),
+            RewardError::Preprocess(m) => ApiError::internal(m),
+            RewardError::Pool(p) => p.into(),
         }
     }
 }
