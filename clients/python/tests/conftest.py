@@ -41,8 +41,10 @@ def start_server() -> Iterator[type[PsrServer]]:
 
     class Starter(PsrServer):
         @staticmethod
-        def start(config: str = "", port: int | None = None) -> PsrServer:
-            s = PsrServer.start(config, port)
+        def start(
+            config: str = "", port: int | None = None, extra_env: dict[str, str] | None = None
+        ) -> PsrServer:
+            s = PsrServer.start(config, port, extra_env)
             started.append(s)
             return s
 

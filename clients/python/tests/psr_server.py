@@ -56,8 +56,10 @@ class PsrServer:
         self.workdir = workdir
 
     @staticmethod
-    def start(config: str = "", port: int | None = None) -> PsrServer:
-        """Starts a server with ``config`` (TOML text) and waits until it is ready."""
+    def start(
+        config: str = "", port: int | None = None, extra_env: dict[str, str] | None = None
+    ) -> PsrServer:
+        """Starts a server with ``config`` (TOML text) and ``extra_env``, once ready."""
         port = port or free_port()
         workdir = Path(tempfile.mkdtemp(prefix="psr-client-test-"))
         env = dict(os.environ)
@@ -68,6 +70,7 @@ class PsrServer:
             PSR_ORT_LIBRARY=str(ORT_LIBRARY),
             PSR_CPU_THREADS="2",
         )
+        env.update(extra_env or {})
         if config:
             (workdir / "config.toml").write_text(config)
             env["PSR_CONFIG"] = str(workdir / "config.toml")

@@ -15,6 +15,7 @@ from psr_reward_client import (
     OverloadedError,
     RewardClient,
     ServerUnavailableError,
+    UnauthorizedError,
 )
 
 #: One request at a time: a second concurrent one is answered 429 with Retry-After.
@@ -108,3 +109,28 @@ def test_a_server_that_is_not_up_fails_within_the_deadline() -> None:
             client.wait_until_ready(0.5)
         assert url in str(err.value)
         assert time.monotonic() - t0 < 1.5
+
+
+def test_api_keys(start_server: type[PsrServer], monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "client-test-key-0123456789"
+    server = start_server.start(
+        '[auth]\nkeys_env = "PSR_CLIENT_TEST_KEYS"\n', extra_env={"PSR_CLIENT_TEST_KEYS": key}
+    )
+    monkeypatch.delenv("PSR_API_KEY", raising=False)
+    rec = Recorder()
+    with RewardClient(server.url, event_hooks=rec.hooks()) as client:
+        client.wait_until_ready(10)  # /ready stays open
+        with pytest.raises(UnauthorizedError) as err:
+            client.score([solid(1)], "p", [[("red", red_ref())]], rewards=AESTHETIC)
+    assert err.value.status == 401 and err.value.error_type == "unauthorized"
+    # The first call reads /info: refused once, never retried.
+    assert [(s.path, s.status) for s in rec.seen if s.path != "/ready"] == [("/info", 401)]
+    with RewardClient(server.url, api_key=key) as client:
+        assert client.score(
+            [solid(51)], "p", [[("red", red_ref())]], rewards=AESTHETIC
+        ).rewards == pytest.approx([0.2], abs=1e-4)
+    monkeypatch.setenv("PSR_API_KEY", key)
+    with RewardClient(server.url) as client:
+        assert client.score(
+            [solid(51)], "p", [[("red", red_ref())]], rewards=AESTHETIC
+        ).rewards == pytest.approx([0.2], abs=1e-4)

@@ -25,6 +25,7 @@ from .errors import (
     RewardServerError,
     ServerTimeoutError,
     ServerUnavailableError,
+    UnauthorizedError,
     UnknownReferenceError,
 )
 from .images import EncodedImage, EncodeOptions, encode_image
@@ -59,6 +60,7 @@ __all__ = [
     "ServerUnavailableError",
     "Subject",
     "SubjectScore",
+    "UnauthorizedError",
     "UnknownReferenceError",
     "encode_image",
     "flow_grpo_scorer",

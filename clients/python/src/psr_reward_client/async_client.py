@@ -28,7 +28,7 @@ from .images import EncodedImage, EncodeOptions, encode_image
 from .replicas import Backoff, Replica, ReplicaSet
 from .request import CallOptions, Limits, PreparedItem, SubjectLike, build_body, plan_chunks
 from .results import ItemResult, ScoreResult
-from .sync_client import DEFAULT_URL, _urls
+from .sync_client import DEFAULT_URL, _urls, auth_headers
 
 
 @dataclass
@@ -56,6 +56,7 @@ class AsyncRewardClient:
         headers: Mapping[str, str] | None = None,
         trust_env: bool = False,
         event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.timeout = timeout
         self.chunk_size = chunk_size
@@ -63,7 +64,7 @@ class AsyncRewardClient:
         self.encode_options = encode or EncodeOptions()
         self._replicas = ReplicaSet(_urls(base_url), backoff or Backoff())
         self._connect_timeout = connect_timeout
-        self._headers = dict(headers or {})
+        self._headers = auth_headers(headers, api_key)
         self._trust_env = trust_env
         self._hooks = {k: list(v) for k, v in (event_hooks or {}).items()}
         workers = encode_workers or min(8, os.cpu_count() or 1)
@@ -150,6 +151,8 @@ class AsyncRewardClient:
                 body: dict[str, Any] = resp.json()
                 return body
             last = error_for(resp.status_code, resp.text, url=r.url)
+            if _core.verdict(resp.status_code, last.error_type) is Verdict.FAIL:
+                raise last  # 401, 404, ...: asking again cannot help
         raise ServerUnavailableError(f"no replica answered GET /info: {last}")
 
     async def limits(self, timeout: float = 10.0) -> Limits:

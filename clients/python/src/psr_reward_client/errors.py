@@ -48,6 +48,11 @@ class InvalidRequestError(RewardServerError):
     """400/404/405/415/422: the request itself is wrong; retrying cannot help."""
 
 
+class UnauthorizedError(RewardServerError):
+    """401 ``unauthorized`` / 403: no accepted API key (pass ``api_key=`` or set
+    ``PSR_API_KEY``); never retried."""
+
+
 class UnknownReferenceError(InvalidRequestError):
     """422 ``unknown_reference``: a ``{"ref": hash}`` the server no longer holds.
 
@@ -93,6 +98,8 @@ class ServerUnavailableError(RewardClientError):
 #: Status -> class, for statuses whose class does not depend on ``error_type``.
 _BY_STATUS: dict[int, type[RewardServerError]] = {
     400: InvalidRequestError,
+    401: UnauthorizedError,
+    403: UnauthorizedError,
     404: InvalidRequestError,
     405: InvalidRequestError,
     413: PayloadTooLargeError,

@@ -38,6 +38,16 @@ def _urls(base_url: str | Sequence[str]) -> list[str]:
     return [base_url] if isinstance(base_url, str) else list(base_url)
 
 
+def auth_headers(headers: Mapping[str, str] | None, api_key: str | None) -> dict[str, str]:
+    """The client's headers: ``headers`` plus ``Authorization: Bearer`` with ``api_key``, or
+    with ``$PSR_API_KEY`` when no key is given (the server's ``[auth]`` keys)."""
+    out = dict(headers or {})
+    key = api_key if api_key is not None else os.environ.get("PSR_API_KEY")
+    if key:
+        out["Authorization"] = f"Bearer {key}"
+    return out
+
+
 class RewardClient:
     """Scores images on one or more psr-reward replicas over pooled keep-alive connections.
 
@@ -47,7 +57,8 @@ class RewardClient:
     results in input order. 429/503 (honouring ``Retry-After``) and connection errors are
     retried with jittered backoff until ``timeout`` (the call's overall deadline, also sent as
     ``timeout_ms``); every other error raises a typed :class:`RewardServerError`.
-    ``event_hooks`` go to httpx as they are (request / response tracing).
+    ``event_hooks`` go to httpx as they are (request / response tracing); ``api_key`` (default
+    ``$PSR_API_KEY``) is sent as ``Authorization: Bearer`` on every request.
     """
 
     def __init__(
@@ -64,6 +75,7 @@ class RewardClient:
         headers: Mapping[str, str] | None = None,
         trust_env: bool = False,
         event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.timeout = timeout
         self.chunk_size = chunk_size
@@ -73,7 +85,7 @@ class RewardClient:
         pool = max_concurrency * len(self._replicas.replicas) + 4
         self._http = httpx.Client(
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
-            headers=dict(headers or {}),
+            headers=auth_headers(headers, api_key),
             trust_env=trust_env,
             event_hooks={k: list(v) for k, v in (event_hooks or {}).items()},
         )
@@ -152,6 +164,8 @@ class RewardClient:
                 body: dict[str, Any] = resp.json()
                 return body
             last = error_for(resp.status_code, resp.text, url=r.url)
+            if _core.verdict(resp.status_code, last.error_type) is Verdict.FAIL:
+                raise last  # 401, 404, ...: asking again cannot help
         raise ServerUnavailableError(f"no replica answered GET /info: {last}")
 
     def limits(self, timeout: float = 10.0) -> Limits:
