@@ -10,6 +10,7 @@ model set (``models/fixtures.toml``) and an optional TOML config, and waits unti
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -96,8 +97,9 @@ class PsrServer:
             except httpx.TransportError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                tail = self.log_tail()
                 self.stop()
-                pytest.fail(f"psr-reward did not become ready:\n{self.log_tail()}")
+                pytest.fail(f"psr-reward did not become ready:\n{tail}")
             time.sleep(0.1)
 
     def kill(self) -> None:
@@ -107,10 +109,12 @@ class PsrServer:
         self.proc.wait()
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 10 s."""
+        """SIGTERM, then SIGKILL after 10 s; removes the work folder."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self.proc.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
