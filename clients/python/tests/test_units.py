@@ -91,3 +91,20 @@ def test_errors_are_typed(
     e = errors.error_for(status, body, request_id="rid", url="http://h")
     assert type(e) is cls and e.error_type == kind and e.status == status
     assert "rid" in str(e) and "http://h" in str(e)
+
+
+def test_subjects_per_item_as_lists_or_single_subjects() -> None:
+    from psr_reward_client import Subject
+    from psr_reward_client._core import collect
+
+    ref, other = object(), object()
+    c = collect(
+        ["a", "b", "c", "d"],
+        "p",
+        [[("red", ref)], ("red", ref), {"name": "blue", "reference": other}, Subject("red", ref)],
+        None,
+    )
+    assert c.subjects == [[("red", 4)], [("red", 4)], [("blue", 5)], [("red", 4)]]
+    assert c.images[4] is ref and c.images[5] is other and len(c.images) == 6
+    with pytest.raises(ValueError, match="subjects: 1 given for 2 images"):
+        collect(["a", "b"], "p", [[("red", ref)]], None)

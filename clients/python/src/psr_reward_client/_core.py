@@ -14,11 +14,11 @@ from typing import Any
 from .errors import DeadlineExceededError
 from .images import EncodedImage, ImageLike, as_image_list
 from .request import (
+    ItemSubjects,
     Limits,
     PreparedItem,
     PreparedSubject,
     Subject,
-    SubjectLike,
     as_subject,
     broadcast,
 )
@@ -84,7 +84,7 @@ class Collected:
 def collect(
     images: Any,
     prompts: str | Sequence[str] | None,
-    subjects: Sequence[Sequence[SubjectLike]] | None,
+    subjects: Sequence[ItemSubjects] | None,
     task: str | Sequence[str | None] | None,
 ) -> Collected:
     """Validates and flattens the arguments of ``score``; each distinct reference object (or
@@ -103,9 +103,8 @@ def collect(
     todo: list[ImageLike] = list(gen)
     slot: dict[Any, int] = {}
     per_item: list[list[tuple[str, int]]] = []
-    for item_subjects in subs:
-        if isinstance(item_subjects, (Subject, Mapping)):
-            item_subjects = [item_subjects]
+    for entry in subs:
+        item_subjects: list[Any] = [entry] if _one_subject(entry) else list(entry)  # type: ignore[arg-type]
         pairs = []
         for s in item_subjects:
             sub = as_subject(s)
@@ -128,6 +127,13 @@ def encode_order(c: Collected) -> list[int]:
 def slots_of(c: Collected, items: range) -> list[int]:
     """The ``c.images`` slots the items of ``items`` need (their image and references)."""
     return [*items, *(k for i in items for _, k in c.subjects[i])]
+
+
+def _one_subject(x: Any) -> bool:
+    """Whether an item's entry is a single subject rather than a list of them."""
+    return isinstance(x, (Subject, Mapping)) or (
+        isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str)
+    )
 
 
 def prepared(c: Collected, items: range, encoded: Mapping[int, EncodedImage]) -> list[PreparedItem]:

@@ -26,7 +26,7 @@ from .errors import (
 )
 from .images import EncodedImage, EncodeOptions, encode_image
 from .replicas import Backoff, Replica, ReplicaSet
-from .request import CallOptions, Limits, PreparedItem, SubjectLike, build_body, plan_chunks
+from .request import CallOptions, ItemSubjects, Limits, PreparedItem, build_body, plan_chunks
 from .results import ItemResult, ScoreResult
 from .sync_client import DEFAULT_URL, _urls, auth_headers
 
@@ -171,7 +171,7 @@ class AsyncRewardClient:
         self,
         images: Any,
         prompts: str | Sequence[str] | None = None,
-        subjects: Sequence[Sequence[SubjectLike]] | None = None,
+        subjects: Sequence[ItemSubjects] | None = None,
         task: str | Sequence[str | None] | None = None,
         rewards: Mapping[str, float] | None = None,
         timeout: float | None = None,

@@ -27,6 +27,10 @@ class Subject:
 SubjectLike = Subject | tuple[str, ImageLike] | Mapping[str, Any]
 
 
+#: An item's subjects: a list of :data:`SubjectLike`, or one of them alone.
+ItemSubjects = Sequence[SubjectLike] | SubjectLike
+
+
 def as_subject(s: SubjectLike) -> Subject:
     """Normalises one subject."""
     if isinstance(s, Subject):

@@ -23,9 +23,9 @@ from .images import EncodedImage, EncodeOptions, encode_image
 from .replicas import Backoff, Replica, ReplicaSet
 from .request import (
     CallOptions,
+    ItemSubjects,
     Limits,
     PreparedItem,
-    SubjectLike,
     build_body,
     plan_chunks,
 )
@@ -187,7 +187,7 @@ class RewardClient:
         self,
         images: Any,
         prompts: str | Sequence[str] | None = None,
-        subjects: Sequence[Sequence[SubjectLike]] | None = None,
+        subjects: Sequence[ItemSubjects] | None = None,
         task: str | Sequence[str | None] | None = None,
         rewards: Mapping[str, float] | None = None,
         timeout: float | None = None,
