@@ -48,6 +48,8 @@ pub struct Config {
     pub aesthetic_remote: Option<crate::reward::RemoteScorerConfig>,
     /// API keys at the door (none configured: every route is open).
     pub auth: crate::server::auth::AuthConfig,
+    /// HTTPS for the listener (none: plain HTTP).
+    pub tls: Option<crate::server::tls::TlsConfig>,
 }
 
 /// Reward computation settings.

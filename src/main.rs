@@ -177,7 +177,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        tracing::info!(%addr, "listening; loading models");
+        let listener = server::tls::MaybeTls::new(listener, config.tls.as_ref())?;
+        tracing::info!(%addr, tls = listener.is_tls(), "listening; loading models");
 
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
         let loader_state = state.clone();

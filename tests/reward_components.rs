@@ -115,6 +115,7 @@ fn judge_config(base: &str) -> JudgeConfig {
             backoff_ms: 10,
             breaker_failures: 3,
             breaker_cooldown_ms: 60_000,
+            ca_file: None,
         },
     }
 }

@@ -26,6 +26,9 @@ pub struct RemotePolicy {
     pub breaker_failures: u32,
     /// How long an open breaker fails calls at once before one trial call.
     pub breaker_cooldown_ms: u64,
+    /// PEM CA certificates trusted for an `https://` URL besides the public roots (a private
+    /// CA in the cluster).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RemotePolicy {
@@ -37,6 +40,7 @@ impl Default for RemotePolicy {
             backoff_ms: 200,
             breaker_failures: 5,
             breaker_cooldown_ms: 10_000,
+            ca_file: None,
         }
     }
 }
@@ -131,7 +135,11 @@ impl Remote {
         policy: RemotePolicy,
         metrics: RemoteMetrics,
     ) -> Result<Self, RemoteError> {
-        let http = reqwest::Client::builder()
+        let http = crate::server::tls::client_builder(policy.ca_file.as_deref())
+            .map_err(|e| RemoteError::Connect {
+                service,
+                message: e.to_string(),
+            })?
             .timeout(Duration::from_millis(policy.timeout_ms))
             .no_proxy()
             .build()

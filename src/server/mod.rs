@@ -9,6 +9,7 @@ mod extract;
 mod prepare;
 pub mod routes;
 mod state;
+pub mod tls;
 
 use std::future::{Future, IntoFuture};
 use std::sync::atomic::{AtomicU64, Ordering};
