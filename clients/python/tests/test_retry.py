@@ -28,7 +28,7 @@ def _slow_body() -> dict[str, object]:
 
     refs = [encode_image(red_ref(k)).b64 for k in range(4)]
     items = []
-    for i in range(12):
+    for i in range(8):
         img = square(RED, (i, 2, 20 + i, 22))
         img.paste(square(BLUE, (0, 0, 20, 20), size=24), (36, 36))
         items.append(
