@@ -158,7 +158,7 @@ def as_image_list(images: Any) -> list[Any]:
     """The images of a batch: a torch NCHW tensor or numpy NHWC array becomes its N images,
     a single image becomes a one-element list, a sequence is copied."""
     if _is_torch(images) and images.ndim == 4:
-        return list(images.unbind(0))
+        return list(images.detach().cpu().unbind(0))  # one device copy for the batch
     if _is_numpy(images) and len(images.shape) == 4:
         return list(images)
     if isinstance(images, (Image.Image, bytes, bytearray, memoryview, str, os.PathLike)):
