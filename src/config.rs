@@ -321,7 +321,10 @@ impl Config {
             }
         }
         if self.auth.keys_env.as_deref().is_some_and(str::is_empty) {
-            return Err(invalid("auth.keys_env", "must name an environment variable"));
+            return Err(invalid(
+                "auth.keys_env",
+                "must name an environment variable",
+            ));
         }
         if self.auth.reload_interval_ms < 50 {
             return Err(invalid("auth.reload_interval_ms", "must be at least 50"));
