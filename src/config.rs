@@ -319,6 +319,11 @@ impl Config {
             if !(0.0..=2.0).contains(&j.temperature) {
                 return Err(invalid("judge.temperature", "must be in [0, 2]"));
             }
+            for (task, source) in &j.templates {
+                source
+                    .check(task)
+                    .map_err(|m| invalid(&format!("judge.templates.{task}"), m))?;
+            }
         }
         if self.auth.keys_env.as_deref().is_some_and(str::is_empty) {
             return Err(invalid(
@@ -352,6 +357,19 @@ mod tests {
     fn unknown_field_is_named() {
         let err = toml::from_str::<Config>("[server]\nprot = 1\n").unwrap_err();
         assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn judge_templates_are_checked_by_task() {
+        let judge = "[judge]\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\n";
+        let with = |t: &str| toml::from_str::<Config>(&format!("{judge}{t}")).unwrap();
+        with("[judge.templates.four]\nfile = \"four.txt\"\n")
+            .validate()
+            .unwrap();
+        let err = |t: &str| with(t).validate().unwrap_err().to_string();
+        assert!(err("[judge.templates.fourr]\ntext = \"{}\"\n").contains("judge.templates.fourr"));
+        assert!(err("[judge.templates.four]\ntext = \"no slot\"\n").contains("placeholder"));
+        assert!(err("[judge.templates.four]\n").contains("exactly one"));
     }
 
     #[test]

@@ -3,72 +3,16 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
+use common::judge::{chat, Shared};
 use common::*;
 use psr_reward::config::Config;
 use psr_reward::reward::{FailurePolicy, JudgeConfig, RemotePolicy, RemoteScorerConfig};
 use serde_json::{json, Value};
-
-/// What the scripted judge saw.
-#[derive(Default)]
-struct JudgeLog {
-    calls: usize,
-    per_prompt: HashMap<String, usize>,
-    last_body: Value,
-    last_auth: Option<String>,
-}
-
-type Shared = Arc<Mutex<JudgeLog>>;
-
-/// Answers by keyword in the instruction: WELL, MARKDOWN, GARBAGE, SLOW, E500, FLAKY.
-async fn chat(
-    State(log): State<Shared>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> axum::response::Response {
-    let text = body["messages"][0]["content"][1]["text"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    let key = ["WELL", "MARKDOWN", "GARBAGE", "SLOW", "E500", "FLAKY"]
-        .into_iter()
-        .find(|k| text.contains(k))
-        .unwrap_or("WELL");
-    let attempt = {
-        let mut l = log.lock().unwrap();
-        l.calls += 1;
-        l.last_body = body.clone();
-        l.last_auth = headers
-            .get("authorization")
-            .map(|v| v.to_str().unwrap().to_string());
-        let n = l.per_prompt.entry(text.clone()).or_default();
-        *n += 1;
-        *n
-    };
-    let answer = match key {
-        "MARKDOWN" => "```\n**[Thought]:** the hat is red.\n**[Score]:** 7\n```".to_string(),
-        "GARBAGE" => "The image looks lovely, I would rate it highly.".to_string(),
-        "SLOW" => {
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            "[Score]: 9".to_string()
-        }
-        "E500" => return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
-        "FLAKY" if attempt == 1 => {
-            return (StatusCode::SERVICE_UNAVAILABLE, "warming up").into_response()
-        }
-        _ => "[Thought]: everything matches.\n[Score]: 8".to_string(),
-    };
-    Json(json!({"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}]}))
-        .into_response()
-}
 
 /// Remote aesthetic scorer (Flow-Factory convention): reward = prompt length / 10.
 async fn compute(State(log): State<Shared>, Json(body): Json<Value>) -> Json<Value> {
@@ -106,7 +50,7 @@ fn judge_config(base: &str) -> JudgeConfig {
         api_key_env: None,
         api_key_file: Some(key_file()),
         temperature: 0.2,
-        max_tokens: 512,
+        max_tokens: None,
         cache_entries: 64,
         policy: RemotePolicy {
             max_concurrency: 4,
@@ -117,6 +61,7 @@ fn judge_config(base: &str) -> JudgeConfig {
             breaker_cooldown_ms: 60_000,
             ca_file: None,
         },
+        templates: Default::default(),
     }
 }
 
@@ -217,10 +162,20 @@ async fn judge_scores_combine_with_the_paper_weights() {
 async fn markdown_parses_garbage_is_reported_and_psr_substitutes_five() {
     let (s, _, _) = server_with_judge(FailurePolicy::Null).await;
     let body = |prompt: &str, mode: &str| json!({"mode": mode, "items": [red_item(prompt)], "rewards": paper_weights()});
-    let (_, _, md) = s.post("/v1/reward", &body("MARKDOWN red hat", "psr")).await;
+    // Robust mode reads through the Markdown; the scripts' regex does not match it (5).
+    let (_, _, md) = s
+        .post("/v1/reward", &body("MARKDOWN red hat", "robust"))
+        .await;
     assert_eq!(
         md["results"][0]["components"]["semantic_alignment"]["raw"],
         7.0
+    );
+    let (_, _, md) = s.post("/v1/reward", &body("MARKDOWN red hat", "psr")).await;
+    let sa = &md["results"][0]["components"]["semantic_alignment"];
+    assert_eq!(
+        (sa["raw"].as_f64(), sa["substituted"].as_bool()),
+        (Some(5.0), Some(true)),
+        "{sa}"
     );
     let (_, _, robust) = s
         .post("/v1/reward", &body("GARBAGE red hat", "robust"))

@@ -71,19 +71,7 @@ pub struct ScComponent {
     pub subjects: Vec<super::SubjectScore>,
 }
 
-/// Semantic alignment as reported.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct SaComponent {
-    /// The normalised score; null when the answer did not parse (outside psr mode).
-    pub score: Option<f64>,
-    /// The judge's 0..10 score (5 substituted in psr mode when unparsed).
-    pub raw: Option<f64>,
-    pub parsed: bool,
-    /// The scripts' 5 was used because the answer did not parse (psr mode only).
-    pub substituted: bool,
-    /// The instruction template used.
-    pub template: String,
-}
+pub use super::judge::SaComponent;
 
 /// Aesthetic as reported.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -201,7 +189,8 @@ pub async fn compute(
         if !plan.wants("semantic_alignment") {
             return None;
         }
-        let calls = futures_util::future::join_all(meta.iter().map(|m| judge_one(svc, m)));
+        let calls =
+            futures_util::future::join_all(meta.iter().map(|m| judge_one(svc, m, plan.mode)));
         Some(
             tokio::time::timeout_at(deadline, calls)
                 .await
@@ -281,29 +270,12 @@ pub async fn compute(
         if let Some(results) = &sa {
             match &results[i] {
                 Ok(j) => {
-                    let substituted = !j.parsed && plan.mode == Mode::Psr;
-                    // psr-reference.md: the scripts score an unparsed answer 5.
-                    let raw = if substituted { Some(5.0) } else { j.raw };
-                    let score = raw.map(|r| norm("semantic_alignment", r));
-                    if !j.parsed {
-                        let note = if substituted {
-                            " (5 substituted, psr mode)"
-                        } else {
-                            ""
-                        };
-                        errors.insert(
-                            "semantic_alignment".to_string(),
-                            format!("the judge's answer has no parseable [Score]{note}"),
-                        );
+                    let (sa, error) = j.report(|r| norm("semantic_alignment", r));
+                    if let Some(e) = error {
+                        errors.insert("semantic_alignment".to_string(), e);
                     }
-                    scores.insert("semantic_alignment".into(), score);
-                    components.semantic_alignment = Some(SaComponent {
-                        score,
-                        raw,
-                        parsed: j.parsed,
-                        substituted,
-                        template: template_of(m.task.as_deref()).to_string(),
-                    });
+                    scores.insert("semantic_alignment".into(), sa.score);
+                    components.semantic_alignment = Some(sa);
                 }
                 Err(e) => {
                     errors.insert("semantic_alignment".to_string(), e.clone());
@@ -337,15 +309,11 @@ pub async fn compute(
     Ok((out, timing))
 }
 
-/// The judge's instruction template for a task (`general` for none and for `position`).
-fn template_of(task: Option<&str>) -> &str {
-    match task {
-        Some(t) if super::judge::TASK_TEMPLATES.contains(&t) => t,
-        _ => "general",
-    }
-}
-
-async fn judge_one(svc: &RewardServices, m: &ItemMeta) -> Result<super::Judgement, String> {
+async fn judge_one(
+    svc: &RewardServices,
+    m: &ItemMeta,
+    mode: Mode,
+) -> Result<super::Judgement, String> {
     let judge = svc.judge.as_ref().ok_or("no judge is configured")?;
     let b64 = m
         .image_b64
@@ -357,7 +325,8 @@ async fn judge_one(svc: &RewardServices, m: &ItemMeta) -> Result<super::Judgemen
             &m.image.content_hash,
             &data_url,
             &m.prompt,
-            template_of(m.task.as_deref()),
+            m.task.as_deref(),
+            mode,
         )
         .await
         .map_err(|e| e.to_string())

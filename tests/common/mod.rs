@@ -2,6 +2,8 @@
 //! ONNX Runtime, and the generated fixture models.
 #![allow(dead_code)]
 
+pub mod judge;
+
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};

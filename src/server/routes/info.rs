@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use crate::config::LimitsConfig;
 use crate::models::ModelInfo;
+use crate::reward::judge::TemplateInfo;
 use crate::server::state::AppState;
 
 /// What the service is and runs.
@@ -47,6 +48,11 @@ pub struct RemoteInfo {
     pub url: String,
     pub model: Option<String>,
     pub breaker: &'static str,
+    /// The judge's active instruction template of each task: short content hash and
+    /// source (`builtin`, `inline`, `file:<path>`), as named in every semantic-alignment
+    /// result; absent for other services.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub templates: Option<BTreeMap<String, TemplateInfo>>,
 }
 
 /// Describes the service.
@@ -54,7 +60,7 @@ pub struct RemoteInfo {
     summary = "What the service runs: version, models, limits, remote services",
     description = "The served models with their ONNX signatures, batching settings and the \
 execution provider each instance really runs on; the request limits; the remote services \
-(URL, model, breaker state; never an API key).",
+(URL, model, breaker state, and the judge's template hashes; never an API key).",
     responses((status = 200, description = "The service description", body = Info)))]
 pub async fn info(State(state): State<AppState>) -> Json<Info> {
     Json(Info {
@@ -82,6 +88,7 @@ fn remote_info(state: &AppState) -> Vec<RemoteInfo> {
             url,
             model: Some(model),
             breaker: j.health(),
+            templates: Some(j.templates()),
         });
     }
     if let (Some(r), Some(c)) = (
@@ -93,6 +100,7 @@ fn remote_info(state: &AppState) -> Vec<RemoteInfo> {
             url: c.url.clone(),
             model: None,
             breaker: r.breaker_state(),
+            templates: None,
         });
     }
     out
