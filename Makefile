@@ -24,6 +24,7 @@ export PSR_ORT_LIBRARY := $(abspath $(ORT_LIB))
 APT_PACKAGES :=
 APT_PACKAGES += kubectl prometheus
 APT_PACKAGES += chromium chromium-driver
+APT_PACKAGES += openssl   # the Python client's HTTPS test makes a certificate with it
 APT_STAMP = $(DEPS)/.apt-$(shell echo '$(sort $(APT_PACKAGES))' | md5sum | cut -c1-12)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 

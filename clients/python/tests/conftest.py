@@ -42,9 +42,12 @@ def start_server() -> Iterator[type[PsrServer]]:
     class Starter(PsrServer):
         @staticmethod
         def start(
-            config: str = "", port: int | None = None, extra_env: dict[str, str] | None = None
+            config: str = "",
+            port: int | None = None,
+            extra_env: dict[str, str] | None = None,
+            ca_file: Path | None = None,
         ) -> PsrServer:
-            s = PsrServer.start(config, port, extra_env)
+            s = PsrServer.start(config, port, extra_env, ca_file)
             started.append(s)
             return s
 

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -50,17 +51,26 @@ def free_port() -> int:
 class PsrServer:
     """One ``psr-reward serve`` process."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, workdir: Path) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], port: int, workdir: Path, ca_file: Path | None
+    ) -> None:
         self.proc = proc
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if ca_file else 'http'}://127.0.0.1:{port}"
         self.workdir = workdir
+        self.verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+        )
 
     @staticmethod
     def start(
-        config: str = "", port: int | None = None, extra_env: dict[str, str] | None = None
+        config: str = "",
+        port: int | None = None,
+        extra_env: dict[str, str] | None = None,
+        ca_file: Path | None = None,
     ) -> PsrServer:
-        """Starts a server with ``config`` (TOML text) and ``extra_env``, once ready."""
+        """Starts a server with ``config`` (TOML text) and ``extra_env``, once ready
+        (``ca_file``: it serves HTTPS with a certificate that CA signed)."""
         port = port or free_port()
         workdir = Path(tempfile.mkdtemp(prefix="psr-client-test-"))
         env = dict(os.environ)
@@ -79,7 +89,7 @@ class PsrServer:
         proc = subprocess.Popen(
             [str(BINARY), "serve"], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
         )
-        server = PsrServer(proc, port, workdir)
+        server = PsrServer(proc, port, workdir, ca_file)
         server.wait_ready()
         return server
 
@@ -92,7 +102,8 @@ class PsrServer:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             try:
-                if httpx.get(f"{self.url}/ready", timeout=2, trust_env=False).status_code == 200:
+                r = httpx.get(f"{self.url}/ready", timeout=2, trust_env=False, verify=self.verify)
+                if r.status_code == 200:
                     return
             except httpx.TransportError:
                 pass

@@ -25,6 +25,7 @@ from .errors import (
     RewardServerError,
     ServerTimeoutError,
     ServerUnavailableError,
+    TlsVerificationError,
     UnauthorizedError,
     UnknownReferenceError,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "ServerUnavailableError",
     "Subject",
     "SubjectScore",
+    "TlsVerificationError",
     "UnauthorizedError",
     "UnknownReferenceError",
     "encode_image",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.utils
 import enum
 import os
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -193,6 +194,28 @@ def remaining(deadline: float, last_error: BaseException | None, what: str) -> f
     if left <= 0:
         raise DeadlineExceededError(f"{what}: deadline passed", last_error)
     return left
+
+
+def tls_failure(e: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate error behind a connection error, if that is what it is (not worth
+    retrying: the next handshake meets the same certificate)."""
+    seen: BaseException | None = e
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def tls_context(ca_file: str | os.PathLike[str] | None, verify: bool) -> ssl.SSLContext | bool:
+    """httpx's ``verify``: the system roots plus ``ca_file`` (a private CA), or no checks."""
+    if ca_file is not None:
+        ctx = ssl.create_default_context()
+        ctx.load_verify_locations(cafile=os.fspath(ca_file))
+        return ctx
+    return verify
 
 
 def timeout_ms(left: float, max_timeout_ms: int) -> int:

@@ -22,6 +22,7 @@ from ._core import Verdict
 from .errors import (
     DeadlineExceededError,
     ServerUnavailableError,
+    TlsVerificationError,
     error_for,
 )
 from .images import EncodedImage, EncodeOptions, encode_image
@@ -57,6 +58,8 @@ class AsyncRewardClient:
         trust_env: bool = False,
         event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
         api_key: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        verify: bool = True,
     ) -> None:
         self.timeout = timeout
         self.chunk_size = chunk_size
@@ -67,6 +70,7 @@ class AsyncRewardClient:
         self._headers = auth_headers(headers, api_key)
         self._trust_env = trust_env
         self._hooks = {k: list(v) for k, v in (event_hooks or {}).items()}
+        self._verify = _core.tls_context(ca_file, verify)
         workers = encode_workers or min(8, os.cpu_count() or 1)
         self._encode_pool = cf.ThreadPoolExecutor(workers, thread_name_prefix="psr-encode")
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
@@ -84,6 +88,7 @@ class AsyncRewardClient:
                 headers=self._headers,
                 trust_env=self._trust_env,
                 event_hooks=self._hooks,
+                verify=self._verify,
             )
             st = _LoopState(http, asyncio.Semaphore(self.max_concurrency))
             self._loops[loop] = st
@@ -145,6 +150,8 @@ class AsyncRewardClient:
             try:
                 resp = await self._state().http.get(f"{r.url}/info", timeout=timeout)
             except httpx.TransportError as e:
+                if _core.tls_failure(e):
+                    raise TlsVerificationError(f"{r.url}: {e} (ca_file=?)") from e
                 last = e
                 continue
             if resp.status_code == 200:
@@ -299,6 +306,8 @@ class AsyncRewardClient:
                 except httpx.TransportError as e:
                     if isinstance(e, httpx.TimeoutException) and time.monotonic() >= deadline:
                         raise DeadlineExceededError("scoring: deadline passed", e) from e
+                    if _core.tls_failure(e):
+                        raise TlsVerificationError(f"{replica.url}: {e} (ca_file=?)") from e
                     self._replicas.mark_down(replica)
                     last = e
                     continue

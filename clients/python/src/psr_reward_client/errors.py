@@ -95,6 +95,11 @@ class ServerUnavailableError(RewardClientError):
     """``wait_until_ready`` gave up: no replica answered ``GET /ready`` with 200 in time."""
 
 
+class TlsVerificationError(RewardClientError):
+    """An ``https://`` replica's certificate was refused (pass ``ca_file=`` for a private CA);
+    never retried, the next handshake would meet the same certificate."""
+
+
 #: Status -> class, for statuses whose class does not depend on ``error_type``.
 _BY_STATUS: dict[int, type[RewardServerError]] = {
     400: InvalidRequestError,

@@ -17,6 +17,7 @@ from .errors import (
     DeadlineExceededError,
     RewardClientError,
     ServerUnavailableError,
+    TlsVerificationError,
     error_for,
 )
 from .images import EncodedImage, EncodeOptions, encode_image
@@ -58,7 +59,9 @@ class RewardClient:
     retried with jittered backoff until ``timeout`` (the call's overall deadline, also sent as
     ``timeout_ms``); every other error raises a typed :class:`RewardServerError`.
     ``event_hooks`` go to httpx as they are (request / response tracing); ``api_key`` (default
-    ``$PSR_API_KEY``) is sent as ``Authorization: Bearer`` on every request.
+    ``$PSR_API_KEY``) is sent as ``Authorization: Bearer`` on every request; ``https://`` URLs
+    are verified against the system roots plus ``ca_file`` (a private CA), never retried when
+    the certificate is refused.
     """
 
     def __init__(
@@ -76,6 +79,8 @@ class RewardClient:
         trust_env: bool = False,
         event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
         api_key: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        verify: bool = True,
     ) -> None:
         self.timeout = timeout
         self.chunk_size = chunk_size
@@ -88,6 +93,7 @@ class RewardClient:
             headers=auth_headers(headers, api_key),
             trust_env=trust_env,
             event_hooks={k: list(v) for k, v in (event_hooks or {}).items()},
+            verify=_core.tls_context(ca_file, verify),
         )
         workers = encode_workers or min(8, os.cpu_count() or 1)
         self._encode_pool = cf.ThreadPoolExecutor(workers, thread_name_prefix="psr-encode")
@@ -158,6 +164,8 @@ class RewardClient:
             try:
                 resp = self._http.get(f"{r.url}/info", timeout=timeout)
             except httpx.TransportError as e:
+                if _core.tls_failure(e):
+                    raise TlsVerificationError(f"{r.url}: {e} (ca_file=?)") from e
                 last = e
                 continue
             if resp.status_code == 200:
@@ -317,6 +325,8 @@ class RewardClient:
                 except httpx.TransportError as e:
                     if isinstance(e, httpx.TimeoutException) and time.monotonic() >= deadline:
                         raise DeadlineExceededError("scoring: deadline passed", e) from e
+                    if _core.tls_failure(e):
+                        raise TlsVerificationError(f"{replica.url}: {e} (ca_file=?)") from e
                     self._replicas.mark_down(replica)
                     last = e
                     continue
