@@ -223,7 +223,13 @@ async fn a_failing_batch_fails_only_its_requests_and_the_model_recovers() {
     };
     let (input, output) = (spec.input.clone(), spec.output.clone());
     let check = metrics.invalid_outputs(EMBEDDER);
+    // While set, rebuilding the instance fails (a device that is gone, a file that moved).
+    let rebuild_fails = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fails = rebuild_fails.clone();
     let factory: ModelFactory<PooledTensor, ImageOutput> = Arc::new(move |_| {
+        if fails.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(BackendError("injected rebuild failure".into()));
+        }
         let (session, _) =
             build_session(ort_env(), &opts).map_err(|e| BackendError(e.to_string()))?;
         Ok(Box::new(Faulty(ImageModel::new(
@@ -260,6 +266,7 @@ async fn a_failing_batch_fails_only_its_requests_and_the_model_recovers() {
     };
     let s = TestServer::start_models(models, limits_for(64), metrics).await;
 
+    rebuild_fails.store(true, std::sync::atomic::Ordering::SeqCst);
     let (status, _, body) = s
         .post(
             "/v1/embed",
@@ -272,6 +279,27 @@ async fn a_failing_batch_fails_only_its_requests_and_the_model_recovers() {
         "{body}"
     );
     assert!(body["error"].as_str().unwrap().contains("injected panic"));
+    // The rebuild after that panic fails: no live instance, and /ready says so.
+    let ready = s.client.get(s.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    let reason: serde_json::Value = ready.json().await.unwrap();
+    assert!(
+        reason["error"].as_str().unwrap().contains(EMBEDDER),
+        "{reason}"
+    );
+    assert_eq!(s.metric(&metric_name("psr_reward_model_ready")).await, 0.0);
+    // Rebuilds succeed again: the lane recovers on its own (backoff up to 5 s).
+    rebuild_fails.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut recovered = false;
+    for _ in 0..100 {
+        if s.client.get(s.url("/ready")).send().await.unwrap().status() == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "/ready never recovered");
+    assert_eq!(s.metric(&metric_name("psr_reward_model_ready")).await, 1.0);
     let (status, _, body) = s
         .post(
             "/v1/embed",

@@ -16,6 +16,7 @@
 mod queue;
 mod worker;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -158,6 +159,8 @@ pub(crate) struct Shared<I, O> {
     queue: Mutex<QueueState<I, O>>,
     wakeup: Condvar,
     metrics: LaneMetrics,
+    /// Instances able to run a batch (not being rebuilt): a lane at zero is not ready.
+    live: AtomicUsize,
 }
 
 struct QueueState<I, O> {
@@ -166,6 +169,18 @@ struct QueueState<I, O> {
 }
 
 impl<I, O> Shared<I, O> {
+    /// An instance panicked and is being rebuilt.
+    fn instance_down(&self) {
+        let live = self.live.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+        self.metrics.ready.set(i64::from(live > 0));
+    }
+
+    /// A rebuilt instance is serving again.
+    fn instance_up(&self) {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        self.metrics.ready.set(1);
+    }
+
     fn lock(&self) -> MutexGuard<'_, QueueState<I, O>> {
         // A worker never panics while holding the lock (model runs happen outside it), so a
         // poisoned lock still guards a consistent queue.
@@ -211,6 +226,7 @@ impl<I: Batchable + Send + 'static, O: Send + 'static> Batcher<I, O> {
             config,
             wakeup: Condvar::new(),
             metrics,
+            live: AtomicUsize::new(instances),
         });
         let mut handles = Vec::with_capacity(instances);
         for (i, model) in models.into_iter().enumerate() {
@@ -232,6 +248,11 @@ impl<I: Batchable + Send + 'static, O: Send + 'static> Batcher<I, O> {
     /// The lane's model name.
     pub fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// Instances able to run a batch now; zero while every instance is being rebuilt.
+    pub fn live_instances(&self) -> usize {
+        self.shared.live.load(Ordering::SeqCst)
     }
 
     /// Most items the lane's queue holds: a larger submission can never be admitted.

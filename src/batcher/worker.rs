@@ -28,7 +28,10 @@ pub(crate) fn run<I: Batchable + Send + 'static, O: Send + 'static>(
             tracing::error!(model = %shared.name, instance, panic = %panic, "model worker panicked; rebuilding the instance");
             shared.metrics.worker_restarts.inc();
             match rebuild(&shared, instance, &factory) {
-                Some(fresh) => model = fresh,
+                Some(fresh) => {
+                    model = fresh;
+                    shared.instance_up();
+                }
                 None => return,
             }
         }
@@ -156,6 +159,10 @@ fn execute<I: Batchable + Send + 'static, O: Send + 'static>(
     };
     tracing::warn!(model = %shared.name, batch = n, error = %result, "model batch failed");
     m.fail(FailureReason::Backend, n);
+    if panic.is_some() {
+        // Down before the callers hear of it, so a probe right after sees the truth.
+        shared.instance_down();
+    }
     for (reply, _) in replies {
         let _ = reply.send(Err(BatchError::Backend {
             model: shared.name.clone(),

@@ -274,6 +274,23 @@ impl Models {
         Ok(())
     }
 
+    /// Models whose every instance is down (being rebuilt after a panic): the service is not
+    /// ready while any is.
+    pub fn lanes_without_instances(&self) -> Vec<String> {
+        let lanes = [
+            self.detector.as_ref().map(|d| (d.batcher.name(), d.batcher.live_instances())),
+            self.embedder.as_ref().map(|l| (l.batcher.name(), l.batcher.live_instances())),
+            self.aesthetic.as_ref().map(|l| (l.batcher.name(), l.batcher.live_instances())),
+            self.preference.as_ref().map(|l| (l.batcher.name(), l.batcher.live_instances())),
+        ];
+        lanes
+            .into_iter()
+            .flatten()
+            .filter(|(_, live)| *live == 0)
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
     /// Whether the aesthetic component runs in-process (a preference model or image scorer).
     pub fn has_aesthetic_model(&self) -> bool {
         self.preference.is_some() || self.aesthetic.is_some()

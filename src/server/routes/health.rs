@@ -52,6 +52,16 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, Api
     if !state.is_ready() {
         return Err(ApiError::not_ready("models are loading or warming up"));
     }
+    let down = state
+        .loaded_models()
+        .map(|m| m.lanes_without_instances())
+        .unwrap_or_default();
+    if !down.is_empty() {
+        return Err(ApiError::not_ready(format!(
+            "no live instance of model {}: rebuilding after a failure",
+            down.join(", ")
+        )));
+    }
     Ok(Json(Readiness {
         status: "ready",
         judge: state.judge().map_or("not_configured", |j| j.health()),
