@@ -73,6 +73,7 @@ fn expected(shape: &str) -> (Expect, Expect) {
         "arabic_decimal" => (ok(7.5), ok(7.5)),
         "fullwidth" => (ok(8.0), ok(8.0)),
         "next_line" => (ok(7.0), ok(7.0)),
+        "sub_scores" => (ok(7.0), ok(7.0)),
         "bold" => (substituted, ok(6.0)),
         "unbracketed" => (substituted, ok(7.0)),
         "trailing_dot" => (

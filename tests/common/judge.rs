@@ -26,7 +26,7 @@ pub type Shared = Arc<Mutex<JudgeLog>>;
 
 /// Reply shapes chosen by `SHAPE=<name>` in the instruction: the answer's text, or `None`
 /// for a null `content` (what a refusing server may send).
-pub const SHAPES: [(&str, Option<&str>); 20] = [
+pub const SHAPES: [(&str, Option<&str>); 21] = [
     ("score8", Some("[Thought]: the hat is red.\n[Score]: 8")),
     ("decimal", Some("[Thought]: nearly.\n[Score]: 7.5")),
     ("slash", Some("[Thought]: good.\n[Score]: 9/10")),
@@ -62,6 +62,10 @@ pub const SHAPES: [(&str, Option<&str>); 20] = [
     ),
     ("null_content", None),
     ("fullwidth", Some("[Thought]: good.\n[Score]: \u{ff18}")),
+    (
+        "sub_scores",
+        Some("[Thought]: colour score: 3, pose score: 9.\n[Score]: 7"),
+    ),
 ];
 
 /// The reply shape named in `text`, if any.

@@ -149,10 +149,12 @@ pub fn psr_score(answer: &str) -> PsrParse {
 }
 
 /// The Markdown-tolerant reading: emphasis and code marks (`*`, `` ` ``, `_`) removed, then
-/// the first label `[Score]:` or `Score:` (any case, ASCII or full-width colon) followed by
-/// an optionally signed number with Unicode digits; one trailing sentence dot is ignored
-/// (`10.0.` is 10). A label followed by no number is skipped; a malformed number (`8.5.1`)
-/// is `None`. The sign is kept so that out-of-range scores can be reported as such.
+/// the first `[Score]:` label (any case, ASCII or full-width colon) followed by an
+/// optionally signed number with Unicode digits, or failing that the first bare `Score:`
+/// (so a sub-score in the analysis, "colour score: 3", never beats the final `[Score]`).
+/// One trailing sentence dot is ignored (`10.0.` is 10); a label followed by no number is
+/// skipped; a malformed number (`8.5.1`) is `None`. The sign is kept so that out-of-range
+/// scores can be reported as such.
 pub fn robust_score(answer: &str) -> Option<f64> {
     let clean: String = answer
         .chars()
@@ -160,8 +162,17 @@ pub fn robust_score(answer: &str) -> Option<f64> {
         .collect();
     // ASCII case folding keeps byte offsets, so positions in `lower` index `clean`.
     let lower = clean.to_ascii_lowercase();
-    for (at, _) in lower.match_indices("score") {
-        let Some(rest) = after_label(&clean[at + "score".len()..]) else {
+    match labelled_number(&clean, &lower, "[score]") {
+        Some(v) => v,
+        None => labelled_number(&clean, &lower, "score").flatten(),
+    }
+}
+
+/// The number after the first `label` + colon that has one: `None` when no label has a
+/// number, `Some(None)` when the first number is malformed.
+fn labelled_number(clean: &str, lower: &str, label: &str) -> Option<Option<f64>> {
+    for (at, _) in lower.match_indices(label) {
+        let Some(rest) = after_label(&clean[at + label.len()..]) else {
             continue;
         };
         let rest = rest.trim_start_matches(python_space);
@@ -174,7 +185,7 @@ pub fn robust_score(answer: &str) -> Option<f64> {
             continue;
         }
         let number = number.strip_suffix('.').unwrap_or(number);
-        return python_float(number).map(|v| sign * v);
+        return Some(python_float(number).map(|v| sign * v));
     }
     None
 }
@@ -217,6 +228,11 @@ mod tests {
         assert_eq!(robust_score("**[Score]:** 6"), Some(6.0));
         assert_eq!(robust_score("```\n[Score]: `5.5`\n```"), Some(5.5));
         assert_eq!(robust_score("Final score: 7"), Some(7.0));
+        assert_eq!(
+            robust_score("colour score: 3, pose score: 9.\n[Score]: 7"),
+            Some(7.0)
+        );
+        assert_eq!(robust_score("[SCORE]: 4 then score: 9"), Some(4.0));
         assert_eq!(robust_score("[Score]：8"), Some(8.0));
         assert_eq!(robust_score("[Score]: 10.0."), Some(10.0));
         assert_eq!(robust_score("[Score]: -2"), Some(-2.0));
