@@ -379,3 +379,40 @@ async fn a_model_returning_non_finite_values_fails_only_its_items_with_a_reason(
     assert!(s.metric(line).await >= 2.0);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_with_one_new_reference_compute_it_once() {
+    let s = TestServer::start().await;
+    let red_ref = scene_b64(&[(0, 0, 30, 30, RED)]);
+    let blue_ref = scene_b64(&[(0, 0, 30, 31, BLUE)]);
+    let mut calls = Vec::new();
+    for k in 0..6u32 {
+        let generated = scene_b64(&[(2, 2, 20 + k, 20, RED), (34, 34, 60, 60, BLUE)]);
+        let body = json!({"items": [two_subject_item(&generated, &red_ref, &blue_ref)],
+            "rewards": {"subject_consistency": 1.0}});
+        let (client, url) = (s.client.clone(), s.url("/v1/reward"));
+        calls.push(tokio::spawn(async move {
+            let resp = client.post(url).json(&body).send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut similarities = Vec::new();
+    for c in calls {
+        let (status, out) = c.await.unwrap();
+        assert_eq!(status, 200, "{out}");
+        similarities.push(
+            out["results"][0]["components"]["subject_consistency"]["subjects"][0]["reference_box"]
+                .clone(),
+        );
+    }
+    // Two keys (red and blue reference): two misses, whatever the concurrency.
+    assert_eq!(
+        s.metric("psr_reward_reference_cache_misses_total").await,
+        2.0
+    );
+    assert!(
+        similarities.windows(2).all(|w| w[0] == w[1]),
+        "{similarities:?}"
+    );
+    s.stop().await;
+}

@@ -4,7 +4,10 @@
 //! reference is detected and embedded once and then served from here. Bounded by bytes with
 //! least-recently-used eviction; hits, misses and evictions are counted.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::watch;
 
 use lru::LruCache;
 use prometheus::{IntCounter, IntGauge};
@@ -36,7 +39,13 @@ pub struct CacheMetrics {
     pub bytes: IntGauge,
 }
 
-/// The LRU cache, bounded by an approximate byte size.
+/// The LRU cache, bounded by an approximate byte size, with single-flight misses.
+///
+/// A GRPO step sends the same new reference from many callers at once; the first to miss
+/// computes it and the others wait for its entry instead of detecting and embedding it again.
+/// The computation is a stage of a batched pipeline (all of a request's references leave in
+/// one detector and one embedder submission), not a per-key future, so the single flight is
+/// kept here by hand rather than through a cache crate's per-key loader.
 pub struct ReferenceCache {
     inner: Mutex<Inner>,
     capacity_bytes: usize,
@@ -46,6 +55,32 @@ pub struct ReferenceCache {
 struct Inner {
     map: LruCache<CacheKey, CachedReference>,
     bytes: usize,
+    /// Keys some request is computing now; the sender is dropped when it is done.
+    in_flight: HashMap<CacheKey, watch::Receiver<()>>,
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    /// The entry.
+    Hit(CachedReference),
+    /// Nobody computes it: the caller does; others wait until the guard drops (insert first).
+    Lead(InFlight),
+    /// Another request computes it now: wait on this, then look again.
+    Wait(watch::Receiver<()>),
+}
+
+/// The duty to compute one reference; dropping it (after inserting, or on failure) wakes
+/// the requests waiting for it.
+pub struct InFlight {
+    cache: Arc<ReferenceCache>,
+    key: CacheKey,
+    _done: watch::Sender<()>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.cache.lock().in_flight.remove(&self.key);
+    }
 }
 
 fn entry_bytes(k: &CacheKey, v: &CachedReference) -> usize {
@@ -59,6 +94,7 @@ impl ReferenceCache {
             inner: Mutex::new(Inner {
                 map: LruCache::unbounded(),
                 bytes: 0,
+                in_flight: HashMap::new(),
             }),
             capacity_bytes,
             metrics,
@@ -79,9 +115,27 @@ impl ReferenceCache {
         found
     }
 
-    /// Whether any entry exists for a content hash (to tell "evicted" from "never seen").
-    pub fn knows_hash(&self, hash: &str) -> bool {
-        self.lock().map.iter().any(|(k, _)| k.hash == hash)
+    /// Looks a reference up for a request that may compute it (single flight); a hit or a
+    /// miss is counted once the answer is final (a wait is not a miss).
+    pub fn lookup(self: &Arc<Self>, key: &CacheKey) -> Lookup {
+        let mut inner = self.lock();
+        if let Some(hit) = inner.map.get(key).cloned() {
+            drop(inner);
+            self.metrics.hits.inc();
+            return Lookup::Hit(hit);
+        }
+        if let Some(rx) = inner.in_flight.get(key) {
+            return Lookup::Wait(rx.clone());
+        }
+        let (tx, rx) = watch::channel(());
+        inner.in_flight.insert(key.clone(), rx);
+        drop(inner);
+        self.metrics.misses.inc();
+        Lookup::Lead(InFlight {
+            cache: self.clone(),
+            key: key.clone(),
+            _done: tx,
+        })
     }
 
     /// Inserts an entry, evicting the least recently used ones beyond the byte budget.
@@ -157,8 +211,34 @@ mod tests {
         cache.insert(key("c"), entry(100));
         assert!(cache.get(&key("b")).is_none());
         assert!(cache.get(&key("a")).is_some());
-        assert!(cache.knows_hash("c") && !cache.knows_hash("b"));
-        assert_eq!((m.hits.get(), m.misses.get(), m.evictions.get()), (2, 1, 1));
+        assert!(cache.get(&key("c")).is_some());
+        assert_eq!((m.hits.get(), m.misses.get(), m.evictions.get()), (3, 1, 1));
         assert_eq!(m.bytes.get() as usize, 2 * one);
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_of_one_key_are_computed_once() {
+        let m = metrics();
+        let cache = Arc::new(ReferenceCache::new(1 << 20, m.clone()));
+        let Lookup::Lead(lead) = cache.lookup(&key("a")) else {
+            panic!("the first miss leads");
+        };
+        let Lookup::Wait(mut done) = cache.lookup(&key("a")) else {
+            panic!("a second miss waits for the first");
+        };
+        let waiter = tokio::spawn(async move {
+            let _ = done.changed().await;
+        });
+        cache.insert(key("a"), entry(4));
+        drop(lead);
+        waiter.await.unwrap();
+        assert!(matches!(cache.lookup(&key("a")), Lookup::Hit(_)));
+        assert_eq!((m.hits.get(), m.misses.get()), (1, 1));
+        // A lead dropped without an entry (its request failed) lets the next caller lead.
+        let Lookup::Lead(failed) = cache.lookup(&key("b")) else {
+            panic!()
+        };
+        drop(failed);
+        assert!(matches!(cache.lookup(&key("b")), Lookup::Lead(_)));
     }
 }

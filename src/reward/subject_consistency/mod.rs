@@ -17,7 +17,7 @@ use std::time::Instant;
 use image::RgbImage;
 
 use super::assignment::{best_assignment, MAX_CANDIDATES};
-use super::cache::{CacheKey, CachedReference};
+use super::cache::{CacheKey, CachedReference, InFlight, Lookup};
 use super::crop::{self, CropRule};
 use super::{AlphaRule, DetectionRule, Fallback, Matching, ScOptions};
 use crate::batcher::SubmitOptions;
@@ -56,12 +56,16 @@ pub async fn score_items(
     };
     let mut timing = StageTiming::default();
 
+    let claims = claim_references(svc, &items, opts, submit.deadline).await?;
+    // `_leads` wakes the requests waiting for this one's new references when it drops, at
+    // the end of this function, after they are cached (or on failure).
     let Resolved {
         images,
         generated,
         refs,
         pending,
-    } = resolve(svc, &items, opts)?;
+        leads: _leads,
+    } = resolve(&items, opts, claims)?;
 
     // Stage 1: detection. Jobs are (image, categories): one category per pass, or all of an
     // item's categories in one joint caption.
@@ -354,6 +358,62 @@ pub async fn score_items(
     Ok((results, timing))
 }
 
+/// A reference key's state for this request after the single-flight lookup.
+enum Claim {
+    Hit(CachedReference),
+    Lead(InFlight),
+}
+
+/// The cache key of each subject's reference.
+fn reference_keys(items: &[ItemInput], opts: ScOptions) -> impl Iterator<Item = CacheKey> + '_ {
+    let variant = opts.reference_variant();
+    items.iter().flat_map(move |item| {
+        item.subjects.iter().map(move |subject| CacheKey {
+            hash: match &subject.reference {
+                ReferenceInput::Image(d) => d.content_hash.clone(),
+                ReferenceInput::Cached(h) => h.clone(),
+            },
+            category: subject.name.clone(),
+            variant,
+        })
+    })
+}
+
+/// Looks every distinct reference key up once: a hit, or this request computes it. A key
+/// another request is computing now is waited for (until the deadline) and looked up again,
+/// so concurrent misses of one new reference are computed once.
+async fn claim_references(
+    svc: &ScServices,
+    items: &[ItemInput],
+    opts: ScOptions,
+    deadline: Instant,
+) -> Result<HashMap<CacheKey, Claim>, ScError> {
+    let mut claims = HashMap::new();
+    for key in reference_keys(items, opts) {
+        if claims.contains_key(&key) {
+            continue;
+        }
+        let claim = loop {
+            match svc.cache.lookup(&key) {
+                Lookup::Hit(hit) => break Claim::Hit(hit),
+                Lookup::Lead(lead) => break Claim::Lead(lead),
+                Lookup::Wait(mut done) => {
+                    // Err: the computing request finished (its sender dropped); look again.
+                    let wait = done.changed();
+                    if tokio::time::timeout_at(deadline.into(), wait)
+                        .await
+                        .is_err()
+                    {
+                        return Err(ScError::Timeout);
+                    }
+                }
+            }
+        };
+        claims.insert(key, claim);
+    }
+    Ok(claims)
+}
+
 /// The request's images as the models see them, and its references resolved against the cache.
 struct Resolved {
     images: Vec<Img>,
@@ -363,11 +423,17 @@ struct Resolved {
     refs: Vec<Vec<RefState>>,
     /// References to detect and embed now (deduplicated by cache key), with their image.
     pending: Vec<(CacheKey, usize)>,
+    /// The single-flight duties of `pending`.
+    leads: Vec<InFlight>,
 }
 
-/// Builds [`Resolved`]; a `{"ref": hash}` the cache no longer holds is an error.
-fn resolve(svc: &ScServices, items: &[ItemInput], opts: ScOptions) -> Result<Resolved, ScError> {
-    let variant = opts.reference_variant();
+/// Builds [`Resolved`] from the claims; a `{"ref": hash}` the cache no longer holds is an
+/// error.
+fn resolve(
+    items: &[ItemInput],
+    opts: ScOptions,
+    mut claims: HashMap<CacheKey, Claim>,
+) -> Result<Resolved, ScError> {
     let composite = opts.alpha == AlphaRule::CompositeWhite;
     let mut images: Vec<Img> = Vec::new();
     let mut add_image = |d: &Arc<DecodedImage>| {
@@ -386,22 +452,24 @@ fn resolve(svc: &ScServices, items: &[ItemInput], opts: ScOptions) -> Result<Res
     let mut refs: Vec<Vec<RefState>> = Vec::with_capacity(items.len());
     let mut pending: Vec<(CacheKey, usize)> = Vec::new();
     let mut pending_index: HashMap<CacheKey, usize> = HashMap::new();
+    let mut leads = Vec::new();
     for (i, item) in items.iter().enumerate() {
         generated.push(add_image(&item.image));
         let mut states = Vec::with_capacity(item.subjects.len());
         for (s, subject) in item.subjects.iter().enumerate() {
-            let hash = match &subject.reference {
-                ReferenceInput::Image(d) => d.content_hash.clone(),
-                ReferenceInput::Cached(h) => h.clone(),
-            };
-            let key = CacheKey {
-                hash,
-                category: subject.name.clone(),
-                variant,
-            };
-            if let Some(hit) = svc.cache.get(&key) {
-                states.push(RefState::Cached(hit));
-                continue;
+            let key = reference_keys(std::slice::from_ref(item), opts)
+                .nth(s)
+                .ok_or_else(|| ScError::Preprocess("subject without a key".into()))?;
+            match claims.remove(&key) {
+                Some(Claim::Hit(hit)) => {
+                    // Later subjects with the same key see the hit too.
+                    claims.insert(key, Claim::Hit(hit.clone()));
+                    states.push(RefState::Cached(hit));
+                    continue;
+                }
+                Some(Claim::Lead(lead)) => leads.push(lead),
+                // Claimed by an earlier subject of this request: pending already.
+                None => {}
             }
             let ReferenceInput::Image(decoded) = &subject.reference else {
                 return Err(ScError::UnknownReference {
@@ -427,6 +495,7 @@ fn resolve(svc: &ScServices, items: &[ItemInput], opts: ScOptions) -> Result<Res
         generated,
         refs,
         pending,
+        leads,
     })
 }
 

@@ -197,15 +197,17 @@ fn reward_cost(
     };
     let mut cost = RequestCost::default();
     let models = st.loaded_models();
+    // Detection and crops only when subject consistency (or position, which shares them) runs.
+    let detects = weights.contains_key("subject_consistency") || weights.contains_key("position");
     for e in encoded {
         cost.image(&e.header);
-        if let Some(d) = models.and_then(|m| m.detector.as_ref()) {
+        if let Some(d) = models.and_then(|m| m.detector.as_ref()).filter(|_| detects) {
             cost.tensors(&d.preprocess, (e.header.width, e.header.height), 1);
         }
     }
     for (item, &k) in items.iter().zip(image_of_item) {
         let size = (encoded[k].header.width, encoded[k].header.height);
-        if let Some(e) = models.and_then(|m| m.embedder.as_ref()) {
+        if let Some(e) = models.and_then(|m| m.embedder.as_ref()).filter(|_| detects) {
             cost.tensors(
                 &e.preprocess,
                 size,
