@@ -39,6 +39,8 @@ pub fn default_decode_limits() -> psr_reward::imaging::DecodeLimits {
 pub struct Service {
     runtime: tokio::runtime::Runtime,
     router: axum::Router,
+    /// The ONNX Runtime environment, kept for the process's life.
+    _env: Box<dyn std::any::Any + Send + Sync>,
     /// The request limits in force (the service defaults).
     pub config: Config,
 }
@@ -55,7 +57,6 @@ fn start_service() -> Service {
         .unwrap_or_else(|| repo_root().join(".deps/libonnxruntime.so"));
     let env = psr_reward::runtime::load_environment(Some(&lib))
         .unwrap_or_else(|e| panic!("{e} (run `make setup`)"));
-    let env = Box::leak(Box::new(env));
     let mut manifest = Manifest::load(&repo_root().join("models/fixtures.toml"))
         .unwrap_or_else(|e| panic!("fixture manifest: {e}"));
     let fixtures = fixtures_dir();
@@ -71,7 +72,7 @@ fn start_service() -> Service {
     }
     let config = Config::default();
     let metrics = Arc::new(Metrics::new());
-    let models = Models::load(&manifest, env, &metrics, config.limits.priority_levels)
+    let models = Models::load(&manifest, &env, &metrics, config.limits.priority_levels)
         .unwrap_or_else(|e| panic!("fixture models (run `make fixtures`): {e}"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -92,6 +93,7 @@ fn start_service() -> Service {
     Service {
         runtime,
         router,
+        _env: Box::new(env),
         config,
     }
 }

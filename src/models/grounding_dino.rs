@@ -115,7 +115,7 @@ impl DetectorOutput {
         w: u32,
         h: u32,
     ) -> Vec<Detection> {
-        let span = span.start.min(self.text_len)..span.end.min(self.text_len);
+        let span = span.start.min(span.end).min(self.text_len)..span.end.min(self.text_len);
         (0..self.boxes.len())
             .filter_map(|query| {
                 let row = &self.token_scores[query * self.text_len..(query + 1) * self.text_len];
@@ -313,5 +313,20 @@ mod tests {
             .map(|d| d.query)
             .collect();
         assert_eq!((first, second), (vec![0], vec![1]));
+    }
+
+    /// Fuzz finding (detector_boxes): an inverted span (start past end, here 23..16 on 32
+    /// token columns) panicked slicing the score row; it selects no column, so no detection.
+    #[test]
+    fn inverted_span_detects_nothing() {
+        let out = DetectorOutput {
+            boxes: vec![[0.5; 4]],
+            scores: vec![0.9],
+            token_scores: vec![0.9; 32],
+            text_len: 32,
+        };
+        assert_eq!(out.span_detections(23..16, 0.35, 10, 10), vec![]);
+        assert_eq!(out.span_detections(40..50, 0.35, 10, 10), vec![]);
+        assert_eq!(out.span_detections(16..23, 0.35, 10, 10).len(), 1);
     }
 }
