@@ -187,31 +187,29 @@ pub async fn compute(
     let late = || "the request's deadline passed before the component completed".to_string();
     let sa = async {
         if !plan.wants("semantic_alignment") {
-            return None;
+            return Ok(None);
         }
         let calls =
             futures_util::future::join_all(meta.iter().map(|m| judge_one(svc, m, plan.mode)));
-        Some(
+        Ok(Some(
             tokio::time::timeout_at(deadline, calls)
                 .await
                 .unwrap_or_else(|_| vec![Err(late()); meta.len()]),
-        )
+        ))
     };
     let ae = async {
         if !plan.wants("aesthetic") {
-            return None;
+            return Ok(None);
         }
-        let scores = aesthetic_all(svc, &meta, plan.submit);
-        Some(
-            tokio::time::timeout_at(deadline, scores)
-                .await
-                .unwrap_or_else(|_| Err(late())),
-        )
+        match tokio::time::timeout_at(deadline, aesthetic_all(svc, &meta, plan.submit)).await {
+            Ok(scores) => scores.map(Some),
+            Err(_) if svc.sc.models.has_aesthetic_model() => Err(RewardError::Timeout),
+            Err(_) => Ok(Some(Err(late()))),
+        }
     };
-    let (sc, sa, ae) = tokio::join!(sc, sa, ae);
-    let (sc_items, timing) = match sc? {
-        Some(Ok((items, timing))) => (Some(Ok(items)), timing),
-        Some(Err(e)) => (Some(Err(e)), StageTiming::default()),
+    let (sc, sa, ae) = tokio::try_join!(sc, sa, ae)?;
+    let (sc_items, timing) = match sc {
+        Some((items, timing)) => (Some(items), timing),
         None => (None, StageTiming::default()),
     };
     let norm = |c: &str, raw: f64| svc.normalization.get(c).map_or(raw, |n| n.apply(raw));

@@ -14,8 +14,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use image::RgbImage;
-
 use super::assignment::{best_assignment, MAX_CANDIDATES};
 use super::cache::{CacheKey, CachedReference, InFlight, Lookup};
 use super::crop::{self, CropRule};
@@ -28,7 +26,8 @@ pub use types::{
     ItemInput, ReferenceInput, ScError, ScItem, ScServices, StageTiming, SubjectInput, SubjectScore,
 };
 use work::{
-    collect, cosine, embed_all, name_locator, Choice, EmbedJobs, EmbedKey, Group, Img, RefState,
+    collect, cosine, embed_all, name_locator, Choice, EmbedJobs, EmbedKey, Group, Img, Pixels,
+    RefState,
 };
 
 /// Computes the subject-consistency component of every item: per item its result, or why a
@@ -123,7 +122,7 @@ pub async fn score_items(
             return Vec::new();
         }
         let (img, names) = &jobs[job];
-        let (w, h) = images[*img].rgb.dimensions();
+        let (w, h) = images[*img].pixels.rgb().dimensions();
         let k = names.iter().position(|n| n == name).unwrap_or(0);
         detector.detections(
             &outputs[job],
@@ -140,7 +139,7 @@ pub async fn score_items(
     let started = Instant::now();
     let mut embeds = EmbedJobs::default();
     let crop_choice = |embeds: &mut EmbedJobs, img: usize, det: Option<&Detection>| -> Choice {
-        let (w, h) = images[img].rgb.dimensions();
+        let (w, h) = images[img].pixels.rgb().dimensions();
         match det {
             None => Choice {
                 embed: embeds.add(EmbedKey {
@@ -437,13 +436,13 @@ fn resolve(
     let composite = opts.alpha == AlphaRule::CompositeWhite;
     let mut images: Vec<Img> = Vec::new();
     let mut add_image = |d: &Arc<DecodedImage>| {
-        let rgb = if composite && d.alpha.is_some() {
-            d.composited_on_white()
+        let pixels = if composite && d.alpha.is_some() {
+            Pixels::Composited(Arc::new(d.composited_on_white()))
         } else {
-            d.rgb.clone()
+            Pixels::Decoded(d.clone())
         };
         images.push(Img {
-            rgb: Arc::new(rgb),
+            pixels,
             detectable: composite || d.is_pillow_rgb(),
         });
         images.len() - 1
@@ -508,9 +507,9 @@ async fn detector_inputs(
     items: &[ItemInput],
 ) -> Result<(Vec<crate::models::DetectorItem>, Vec<crate::models::Prompt>), ScError> {
     let (models, pool, cpu) = (svc.models.clone(), svc.tensors.clone(), svc.cpu.clone());
-    let job_images: Vec<(usize, Arc<RgbImage>)> = jobs
+    let job_images: Vec<(usize, Pixels)> = jobs
         .iter()
-        .map(|(img, _)| (*img, images[*img].rgb.clone()))
+        .map(|(img, _)| (*img, images[*img].pixels.clone()))
         .collect();
     let job_names: Vec<Vec<String>> = jobs.iter().map(|(_, n)| n.clone()).collect();
     let name_error = name_locator(items);
@@ -520,7 +519,7 @@ async fn detector_inputs(
                 .detector
                 .as_ref()
                 .ok_or(ScError::NotServed("detector"))?;
-            let mut unique: Vec<(usize, Arc<RgbImage>)> = Vec::new();
+            let mut unique: Vec<(usize, Pixels)> = Vec::new();
             for (img, rgb) in &job_images {
                 if !unique.iter().any(|(u, _)| u == img) {
                     unique.push((*img, rgb.clone()));
@@ -528,7 +527,7 @@ async fn detector_inputs(
             }
             let mut tensors: HashMap<usize, Arc<imaging::PooledTensor>> = HashMap::new();
             for built in cpu.map(unique, |(img, rgb)| {
-                imaging::to_tensor(&rgb, &lane.preprocess, &pool).map(|t| (img, Arc::new(t)))
+                imaging::to_tensor(rgb.rgb(), &lane.preprocess, &pool).map(|t| (img, Arc::new(t)))
             }) {
                 let (img, t) = built.map_err(|e| ScError::Preprocess(e.to_string()))?;
                 tensors.insert(img, t);
@@ -542,7 +541,8 @@ async fn detector_inputs(
                     .get(img)
                     .cloned()
                     .ok_or_else(|| ScError::Preprocess("missing detector tensor".into()))?;
-                items.push(lane.item(image, &prompt, rgb.width(), rgb.height()));
+                let (w, h) = rgb.rgb().dimensions();
+                items.push(lane.item(image, &prompt, w, h));
                 prompts.push(prompt);
             }
             Ok((items, prompts))

@@ -18,8 +18,25 @@ use crate::models::TokenizeError;
 /// An image of the request as the models see it.
 pub(super) struct Img {
     /// RGB pixels used for detection and crops (alpha dropped or composited).
-    pub(super) rgb: Arc<RgbImage>,
+    pub(super) pixels: Pixels,
     pub(super) detectable: bool,
+}
+
+/// An image's RGB pixels: the decoded image itself (shared, never copied), or its
+/// composite on white when the options ask for one.
+#[derive(Clone)]
+pub(super) enum Pixels {
+    Decoded(Arc<crate::imaging::DecodedImage>),
+    Composited(Arc<RgbImage>),
+}
+
+impl Pixels {
+    pub(super) fn rgb(&self) -> &RgbImage {
+        match self {
+            Pixels::Decoded(d) => &d.rgb,
+            Pixels::Composited(c) => c,
+        }
+    }
 }
 
 pub(super) enum RefState {
@@ -105,9 +122,9 @@ pub(super) async fn embed_all(
     submit: SubmitOptions,
     timing: &mut StageTiming,
 ) -> Result<Vec<crate::models::ImageOutput>, ScError> {
-    let work: Vec<(Arc<RgbImage>, Option<crop::Window>)> = keys
+    let work: Vec<(Pixels, Option<crop::Window>)> = keys
         .iter()
-        .map(|k| (images[k.image].rgb.clone(), k.window))
+        .map(|k| (images[k.image].pixels.clone(), k.window))
         .collect();
     let (pre, pool, cpu) = (
         embedder.preprocess.clone(),
@@ -117,10 +134,11 @@ pub(super) async fn embed_all(
     let tensors = svc
         .cpu
         .run(move || {
-            cpu.map(work, |(rgb, window)| {
+            cpu.map(work, |(pixels, window)| {
+                let rgb = pixels.rgb();
                 let result = match window {
-                    Some(w) => imaging::to_tensor(&crop::crop(&rgb, w), &pre, &pool),
-                    None => imaging::to_tensor(&rgb, &pre, &pool),
+                    Some(w) => imaging::to_tensor(&crop::crop(rgb, w), &pre, &pool),
+                    None => imaging::to_tensor(rgb, &pre, &pool),
                 };
                 result.map_err(|e| ScError::Preprocess(e.to_string()))
             })
