@@ -3,8 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::validate::{InvalidOutput, InvalidOutputCounter};
 use super::manifest::{self, DetectorKind};
+use super::validate::{InvalidOutput, InvalidOutputCounter};
 use super::{
     category_caption, CaptionTokenizer, Detection, DetectorItem, DetectorOutput, GroundingDino,
     Letterbox, Loader, ModelError, ModelInfo, TokenizeError, YoloDetector,

@@ -93,7 +93,9 @@ impl BatchModel for ImageModel {
         let rows = match split_rows(out_shape, data, n, self.pooling) {
             Ok(rows) => rows,
             Err(detail) => {
-                return Ok((0..n).map(|_| Err(self.check.reject("shape", detail.clone()))).collect())
+                return Ok((0..n)
+                    .map(|_| Err(self.check.reject("shape", detail.clone())))
+                    .collect())
             }
         };
         Ok(rows

@@ -23,10 +23,10 @@ use detector_lane::load_detector;
 pub use detector_lane::{DetectorLane, Prompt, Vocabulary};
 pub use grounding_dino::{Detection, DetectorItem, DetectorOutput, GroundingDino, Letterbox};
 pub use image_model::{ImageModel, OutputKind};
-pub use validate::{InvalidOutput, InvalidOutputCounter, INVALID_OUTPUT_REASONS};
 use manifest::{BatchingSpec, LaneSpec, Manifest};
 pub use preference::{PreferenceIo, PreferenceItem, PreferenceModel};
 pub use tokenizer::{category_caption, CaptionTokenizer, TokenizeError};
+pub use validate::{InvalidOutput, InvalidOutputCounter, INVALID_OUTPUT_REASONS};
 pub use yolo::{decode as yolo_decode, YoloDetector};
 
 /// Why the model set could not be brought up.
@@ -278,10 +278,18 @@ impl Models {
     /// ready while any is.
     pub fn lanes_without_instances(&self) -> Vec<String> {
         let lanes = [
-            self.detector.as_ref().map(|d| (d.batcher.name(), d.batcher.live_instances())),
-            self.embedder.as_ref().map(|l| (l.batcher.name(), l.batcher.live_instances())),
-            self.aesthetic.as_ref().map(|l| (l.batcher.name(), l.batcher.live_instances())),
-            self.preference.as_ref().map(|l| (l.batcher.name(), l.batcher.live_instances())),
+            self.detector
+                .as_ref()
+                .map(|d| (d.batcher.name(), d.batcher.live_instances())),
+            self.embedder
+                .as_ref()
+                .map(|l| (l.batcher.name(), l.batcher.live_instances())),
+            self.aesthetic
+                .as_ref()
+                .map(|l| (l.batcher.name(), l.batcher.live_instances())),
+            self.preference
+                .as_ref()
+                .map(|l| (l.batcher.name(), l.batcher.live_instances())),
         ];
         lanes
             .into_iter()

@@ -105,7 +105,9 @@ impl BatchModel for PreferenceModel {
             .map_err(backend)?;
         if shape[..] != [n as i64, n as i64] || data.len() != n * n {
             let detail = format!("expected logits [{n},{n}], got {shape:?}");
-            return Ok((0..n).map(|_| Err(self.check.reject("shape", detail.clone()))).collect());
+            return Ok((0..n)
+                .map(|_| Err(self.check.reject("shape", detail.clone())))
+                .collect());
         }
         Ok((0..n).map(|i| self.check.scalar(data[i * n + i])).collect())
     }

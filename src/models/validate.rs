@@ -97,10 +97,16 @@ mod tests {
         let c = counter();
         assert!(c.embedding(vec![0.5, -1.0]).is_ok());
         assert_eq!(c.embedding(vec![]).unwrap_err().reason, "shape");
-        assert_eq!(c.embedding(vec![1.0, f32::NAN]).unwrap_err().reason, "non_finite");
+        assert_eq!(
+            c.embedding(vec![1.0, f32::NAN]).unwrap_err().reason,
+            "non_finite"
+        );
         assert_eq!(c.embedding(vec![0.0; 8]).unwrap_err().reason, "zero_norm");
         assert_eq!(c.score(vec![1.0, 2.0]).unwrap_err().reason, "shape");
-        assert_eq!(c.score(vec![f32::INFINITY]).unwrap_err().reason, "non_finite");
+        assert_eq!(
+            c.score(vec![f32::INFINITY]).unwrap_err().reason,
+            "non_finite"
+        );
         assert_eq!(c.counters.iter().map(IntCounter::get).sum::<u64>(), 5);
     }
 }

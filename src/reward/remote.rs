@@ -112,10 +112,16 @@ pub const REMOTE_FAILURE_REASONS: [&str; 5] =
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Breaker {
-    Closed { failures: u32 },
-    Open { until: Instant },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
     /// One trial call is in flight; everyone else still fails fast until it answers.
-    HalfOpen { trial_since: Instant },
+    HalfOpen {
+        trial_since: Instant,
+    },
 }
 
 /// A remote service endpoint with its policy.
@@ -333,7 +339,10 @@ mod tests {
         assert!(remote.admit().is_ok(), "the cooldown passed: one trial");
         assert_eq!(remote.breaker_state(), "half_open");
         for _ in 0..3 {
-            assert!(matches!(remote.admit(), Err(RemoteError::BreakerOpen { .. })));
+            assert!(matches!(
+                remote.admit(),
+                Err(RemoteError::BreakerOpen { .. })
+            ));
         }
         remote.record(true);
         assert!(remote.admit().is_ok() && remote.admit().is_ok());

@@ -19,9 +19,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use super::error::ApiError;
 use crate::config::{Config, LimitsConfig};
+use crate::imaging::{ImageHeader, Preprocess};
 use crate::models::Models;
 use crate::reward::MAX_CANDIDATES;
-use crate::imaging::{ImageHeader, Preprocess};
 
 /// Bytes per budget unit: permits count KiB so a `u32` acquisition covers 4 TiB.
 const UNIT: u64 = 1024;
@@ -144,10 +144,32 @@ pub fn check_lane_capacity(config: &Config, models: &Models) -> Result<(), Capac
     };
     let embedder = n.max(reward_crops);
     let lanes = [
-        ("detector", models.detector.as_ref().map(|d| d.batcher.queue_capacity()), detector),
-        ("embedder", models.embedder.as_ref().map(|e| e.batcher.queue_capacity()), embedder),
-        ("aesthetic", models.aesthetic.as_ref().map(|a| a.batcher.queue_capacity()), n),
-        ("preference", models.preference.as_ref().map(|p| p.batcher.queue_capacity()), n),
+        (
+            "detector",
+            models.detector.as_ref().map(|d| d.batcher.queue_capacity()),
+            detector,
+        ),
+        (
+            "embedder",
+            models.embedder.as_ref().map(|e| e.batcher.queue_capacity()),
+            embedder,
+        ),
+        (
+            "aesthetic",
+            models
+                .aesthetic
+                .as_ref()
+                .map(|a| a.batcher.queue_capacity()),
+            n,
+        ),
+        (
+            "preference",
+            models
+                .preference
+                .as_ref()
+                .map(|p| p.batcher.queue_capacity()),
+            n,
+        ),
     ];
     for (role, capacity, needed) in lanes {
         if let Some(capacity) = capacity.filter(|&c| c < needed) {
