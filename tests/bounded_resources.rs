@@ -416,3 +416,60 @@ async fn concurrent_requests_with_one_new_reference_compute_it_once() {
     );
     s.stop().await;
 }
+
+/// Sends a raw HTTP/1.1 request head and returns the status line's code and the body.
+async fn raw_head(s: &TestServer, head: String) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_heads_get_json_errors() {
+    let s = TestServer::start().await;
+    let long_uri = format!("/health?{}", "a".repeat(10_000));
+    let many: String = (0..200).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let big = format!("x-big: {}\r\n", "b".repeat(100_000));
+    let cases = [
+        (
+            format!("GET {long_uri} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"),
+            414,
+            "uri_too_long",
+        ),
+        (
+            format!("GET /health HTTP/1.1\r\nhost: x\r\n{many}connection: close\r\n\r\n"),
+            431,
+            "headers_too_large",
+        ),
+        (
+            format!("GET /health HTTP/1.1\r\nhost: x\r\n{big}connection: close\r\n\r\n"),
+            431,
+            "headers_too_large",
+        ),
+    ];
+    for (head, status, error_type) in cases {
+        let (got, body) = raw_head(&s, head).await;
+        assert_eq!(got, status, "{body}");
+        let json: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+        assert_eq!(json["error_type"], error_type);
+    }
+    // The server keeps serving.
+    let (status, _) = raw_head(
+        &s,
+        "GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".into(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    s.stop().await;
+}

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod auth;
+mod connections;
 pub mod docs;
 pub mod error;
 mod extract;
@@ -11,7 +12,7 @@ pub mod routes;
 mod state;
 pub mod tls;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,6 +94,7 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(x_request_id, SequentialRequestId::default()))
+        .layer(axum::middleware::from_fn(connections::check_request_head))
         .with_state(state)
 }
 
@@ -160,13 +162,16 @@ where
     let _key_reloader = state.api_keys().cloned().map(auth::spawn_reloader);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_state = state.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = connections::serve_until(listener, app, async move {
         shutdown.await;
         tracing::info!("shutdown requested: draining in-flight requests");
         drain_state.start_draining();
         let _ = signalled_tx.send(());
     });
-    let server = std::pin::pin!(server.into_future());
+    let server = std::pin::pin!(async {
+        server.await;
+        Ok(())
+    });
     let grace_timer = async {
         if signalled_rx.await.is_ok() {
             tokio::time::sleep(grace).await;
