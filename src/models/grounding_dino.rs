@@ -79,17 +79,29 @@ impl DetectorOutput {
     /// Why this output cannot be trusted: a non-finite score or box, or a box far outside the
     /// image (normalised cx, cy outside [-1, 2], or a negative or > 3 width/height).
     pub fn problem(&self) -> Option<(&'static str, String)> {
-        if let Some(i) = self.scores.iter().chain(&self.token_scores).position(|s| !s.is_finite()) {
+        if let Some(i) = self
+            .scores
+            .iter()
+            .chain(&self.token_scores)
+            .position(|s| !s.is_finite())
+        {
             return Some(("non_finite", format!("score {i} is not finite")));
         }
         for (q, b) in self.boxes.iter().enumerate() {
             if b.iter().any(|v| !v.is_finite()) {
                 return Some(("non_finite", format!("box of query {q} is {b:?}")));
             }
-            let centre_ok = b[..2].iter().all(|&c| (-BOX_MARGIN..=1.0 + BOX_MARGIN).contains(&c));
-            let size_ok = b[2..].iter().all(|&s| (0.0..=1.0 + 2.0 * BOX_MARGIN).contains(&s));
+            let centre_ok = b[..2]
+                .iter()
+                .all(|&c| (-BOX_MARGIN..=1.0 + BOX_MARGIN).contains(&c));
+            let size_ok = b[2..]
+                .iter()
+                .all(|&s| (0.0..=1.0 + 2.0 * BOX_MARGIN).contains(&s));
             if !(centre_ok && size_ok) {
-                return Some(("box_bounds", format!("box of query {q} is {b:?} (normalised cx, cy, w, h)")));
+                return Some((
+                    "box_bounds",
+                    format!("box of query {q} is {b:?} (normalised cx, cy, w, h)"),
+                ));
             }
         }
         None
