@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use psr_reward::models::manifest::Manifest;
 use serde_json::json;
 
 fn binary() -> Command {
@@ -81,14 +82,17 @@ impl Drop for Service {
 
 /// Starts `psr-reward serve` on a manifest whose embedder waits `delay_ms` for batches.
 fn start_service(delay_ms: u64) -> Service {
+    start_service_with(&format!("delay{delay_ms}"), |m| {
+        m.embedder.as_mut().unwrap().batching.max_queue_delay_ms = delay_ms;
+    })
+}
+
+/// Starts `psr-reward serve` on the fixture manifest changed by `edit` (`tag` names its
+/// temporary folder).
+fn start_service_with(tag: &str, edit: impl FnOnce(&mut Manifest)) -> Service {
     let mut manifest = default_manifest();
-    manifest
-        .embedder
-        .as_mut()
-        .unwrap()
-        .batching
-        .max_queue_delay_ms = delay_ms;
-    let dir = std::env::temp_dir().join(format!("psr-proc-{}-{delay_ms}", std::process::id()));
+    edit(&mut manifest);
+    let dir = std::env::temp_dir().join(format!("psr-proc-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("manifest.toml");
     std::fs::write(&path, toml::to_string(&manifest).unwrap()).unwrap();
@@ -100,7 +104,7 @@ fn start_service(delay_ms: u64) -> Service {
         .env("PSR_MODELS", &path)
         .env("PSR_ORT_LIBRARY", ort_library())
         .env("PSR_JSON_LOGS", "true")
-        .env("PSR_SHUTDOWN_GRACE_SECS", "20")
+        .env("PSR_SHUTDOWN_GRACE_SECS", GRACE_SECS.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -111,21 +115,56 @@ fn start_service(delay_ms: u64) -> Service {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serves_after_warm_up_and_drains_on_sigterm() {
-    let mut svc = start_service(1500);
-    let client = reqwest::Client::new();
+/// The shutdown grace period the services get.
+const GRACE_SECS: u64 = 20;
+
+/// Waits until `/ready` answers 200 (it must be 503 before).
+async fn wait_ready(client: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         assert!(Instant::now() < deadline, "never became ready");
-        if let Ok(r) = client.get(format!("{}/ready", svc.base)).send().await {
+        if let Ok(r) = client.get(format!("{base}/ready")).send().await {
             if r.status() == 200 {
-                break;
+                return;
             }
             assert_eq!(r.status(), 503, "ready must be 503 before warm-up");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Sends SIGTERM to the service.
+fn sigterm(svc: &Service) {
+    let pid = svc.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Waits for the process to exit; returns its status and its stdout (the JSON logs).
+async fn wait_exit(mut svc: Service) -> (std::process::ExitStatus, String) {
+    tokio::task::spawn_blocking(move || {
+        let status = svc.child.wait().unwrap();
+        let mut logs = String::new();
+        svc.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut logs)
+            .unwrap();
+        (status, logs)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_after_warm_up_and_drains_on_sigterm() {
+    let svc = start_service(1500);
+    let client = reqwest::Client::new();
+    wait_ready(&client, &svc.base).await;
     let info: serde_json::Value = client
         .get(format!("{}/info", svc.base))
         .send()
@@ -151,33 +190,101 @@ async fn serves_after_warm_up_and_drains_on_sigterm() {
         )
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = svc.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&svc);
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["dimensions"], 384);
 
-    let exit = tokio::task::spawn_blocking(move || {
-        let status = svc.child.wait().unwrap();
-        let mut logs = String::new();
-        svc.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut logs)
-            .unwrap();
-        (status, logs)
-    })
-    .await
-    .unwrap();
+    let exit = wait_exit(svc).await;
     assert_eq!(exit.0.code(), Some(0), "{}", exit.1);
     assert!(exit.1.contains("draining"), "{}", exit.1);
     assert!(exit.1.contains("shut down cleanly"), "{}", exit.1);
     // JSON log lines.
     let first: serde_json::Value = serde_json::from_str(exit.1.lines().next().unwrap()).unwrap();
     assert!(first["level"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_answers_every_accepted_request() {
+    // The embedder takes batches of up to 64 and waits 5 s to fill one, so 40 requests all
+    // sit in its queue together when the signal comes.
+    const REQUESTS: usize = 40;
+    let svc = start_service_with("load", |m| {
+        let batching = &mut m.embedder.as_mut().unwrap().batching;
+        batching.max_batch_size = 64;
+        batching.max_queue_delay_ms = 5000;
+    });
+    let client = reqwest::Client::new();
+    wait_ready(&client, &svc.base).await;
+
+    let mut calls = Vec::with_capacity(REQUESTS);
+    for i in 0..REQUESTS {
+        let (client, url) = (client.clone(), format!("{}/v1/embed", svc.base));
+        let image = solid_b64(32, 32, [(i * 6) as u8, 255 - (i * 6) as u8, 40]);
+        calls.push(tokio::spawn(async move {
+            let resp = client
+                .post(url)
+                .json(&json!({ "images": [image] }))
+                .send()
+                .await
+                .map_err(|e| format!("request {i}: no HTTP answer: {e}"))?;
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp
+                .json()
+                .await
+                .map_err(|e| format!("request {i}: body cut or not JSON: {e}"))?;
+            Ok::<_, String>((status, body))
+        }));
+    }
+    // Every request is accepted and admitted before the signal: /info counts them.
+    let admitted_by = Instant::now() + Duration::from_secs(4);
+    loop {
+        let info: serde_json::Value = client
+            .get(format!("{}/info", svc.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if info["in_flight"]["requests"].as_u64() == Some(REQUESTS as u64) {
+            break;
+        }
+        assert!(
+            Instant::now() < admitted_by,
+            "the requests were not all in flight: {}",
+            info["in_flight"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let signalled = Instant::now();
+    sigterm(&svc);
+
+    let (mut ok, mut not_ready) = (0, 0);
+    for call in calls {
+        match call.await.unwrap() {
+            Ok((200, body)) => {
+                assert_eq!(body["dimensions"], 384, "{body}");
+                ok += 1;
+            }
+            Ok((503, body)) => {
+                assert_eq!(body["error_type"], "not_ready", "{body}");
+                not_ready += 1;
+            }
+            Ok((status, body)) => panic!("an accepted request got {status}: {body}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(ok + not_ready, REQUESTS);
+
+    let (status, logs) = wait_exit(svc).await;
+    let took = signalled.elapsed();
+    println!("SIGTERM under load: {ok} x 200, {not_ready} x 503; exited after {took:.1?}");
+    assert_eq!(status.code(), Some(0), "{logs}");
+    assert!(
+        took < Duration::from_secs(GRACE_SECS),
+        "exit took {took:?}, over the grace period"
+    );
+    assert!(logs.contains("shut down cleanly"), "{logs}");
+    assert!(!logs.contains("grace period over"), "{logs}");
 }
