@@ -489,3 +489,32 @@ preprocess = {{ resize = {{ rule = "center_crop", short_side = 224, crop = 224 }
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_judge_answering_garbage_degrades_only_semantic_alignment() {
+    let (s, _, _) = server_with_judge(FailurePolicy::Null).await;
+    for garbage in ["NOTJSON", "NOCHOICES"] {
+        let (status, _, out) = s
+            .post(
+                "/v1/reward",
+                &json!({"items": [red_item(&format!("{garbage} a red square"))], "rewards": paper_weights()}),
+            )
+            .await;
+        assert_eq!(status, 200, "{out}");
+        let r = &out["results"][0];
+        // No score (the component absent, or present with a null score and its flags).
+        let sa = &r["components"]["semantic_alignment"];
+        assert!(sa.is_null() || sa["score"].is_null(), "{r}");
+        assert!(r["errors"]["semantic_alignment"].is_string(), "{r}");
+        assert!(
+            close(&r["components"]["subject_consistency"]["score"], 1.0),
+            "{r}"
+        );
+        assert_eq!(
+            r["reward"],
+            Value::Null,
+            "policy null: no reward with a hole"
+        );
+    }
+    s.stop().await;
+}

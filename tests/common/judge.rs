@@ -111,10 +111,19 @@ pub async fn chat(
     if let Some(reply) = shape(&text) {
         return completion(reply);
     }
-    let key = ["WELL", "MARKDOWN", "GARBAGE", "SLOW", "E500", "FLAKY"]
-        .into_iter()
-        .find(|k| text.contains(k))
-        .unwrap_or("WELL");
+    let key = [
+        "WELL",
+        "MARKDOWN",
+        "GARBAGE",
+        "SLOW",
+        "E500",
+        "FLAKY",
+        "NOTJSON",
+        "NOCHOICES",
+    ]
+    .into_iter()
+    .find(|k| text.contains(k))
+    .unwrap_or("WELL");
     let answer = match key {
         "MARKDOWN" => "```\n**[Thought]:** the hat is red.\n**[Score]:** 7\n```".to_string(),
         "GARBAGE" => "The image looks lovely, I would rate it highly.".to_string(),
@@ -123,6 +132,9 @@ pub async fn chat(
             "[Score]: 9".to_string()
         }
         "E500" => return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+        // A broken server: 200 with an HTML page, or JSON without `choices`.
+        "NOTJSON" => return (StatusCode::OK, "<html>oops</html>").into_response(),
+        "NOCHOICES" => return Json(json!({"object": "error"})).into_response(),
         "FLAKY" if attempt == 1 => {
             return (StatusCode::SERVICE_UNAVAILABLE, "warming up").into_response()
         }

@@ -446,7 +446,10 @@ subject in the image, crops it and compares its embedding with the reference's (
 reward); position and semantic alignment and the aesthetic score are the other components. \
 `rewards` names the components and their weights (default: the configured weights of the \
 components this deployment serves); `reward` is the weighted sum of the normalised scores. A \
-component that fails is null with its reason in `errors`; the others still come back.\n\n\
+remote component that fails (the judge, a remote aesthetic scorer) is null with its reason in \
+`errors`; the others still come back. The in-process models never hide overload: a lane that \
+refuses is 429 with `Retry-After`, a passed deadline 504, a model fault 500; an item whose \
+model output is invalid (NaN, zero norm) has its component error in `errors`.\n\n\
 The example scores a black image with a red and a blue square against a red and a blue \
 reference, with `make run`'s default models.",
     request_body(content = RewardRequest, description = "Images to score, with their subjects",
