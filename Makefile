@@ -19,10 +19,10 @@ CARGO_TEST_THREADS ?= 2
 
 export PSR_ORT_LIBRARY := $(abspath $(ORT_LIB))
 
-# Debian packages the tests need (browsers, Prometheus, kubectl, ...): each part adds its own
+# Debian packages the tests need (browsers, Prometheus, ...): each part adds its own
 # `APT_PACKAGES +=` line. Installed once per distinct list (the stamp names the list's hash).
 APT_PACKAGES :=
-APT_PACKAGES += kubectl prometheus
+APT_PACKAGES += prometheus
 APT_PACKAGES += chromium chromium-driver
 APT_PACKAGES += openssl   # the Python client's HTTPS test makes a certificate with it
 APT_STAMP = $(DEPS)/.apt-$(shell echo '$(sort $(APT_PACKAGES))' | md5sum | cut -c1-12)
@@ -114,7 +114,7 @@ lint: setup
 	cd clients/python && $(abspath $(VENV))/bin/mypy
 	$(VENV)/bin/hadolint --config docker/hadolint.yaml docker/Dockerfile.cpu docker/Dockerfile.cuda
 	$(VENV)/bin/ruff check deploy && $(VENV)/bin/ruff format --check deploy
-	$(PY) deploy/validate.py
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) deploy/validate.py
 
 ## fuzz: every cargo-fuzz target (fuzz/, nightly Rust) for FUZZ_SECONDS each on idle CPU;
 ## findings land in fuzz/artifacts/ (see fuzz/README.md). Not part of `make test`.

