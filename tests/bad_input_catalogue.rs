@@ -3,10 +3,11 @@
 //! or reason the error must name. Every case runs; the test fails once, listing every
 //! mismatch, so a failure shows the whole picture.
 //!
-//! Every error answered by the service is JSON `{"error", "error_type"}`. The exception is
-//! what hyper refuses before any application code runs (a negative `Content-Length`, a URI
-//! over 64 KiB, a header block over its read buffer, a broken request line): hyper answers
-//! those with an empty body. Those cases assert the status only.
+//! Every error answered by the service is JSON `{"error", "error_type"}`, oversized request
+//! heads included (414 / 431 from the service's own limits). The exception is what hyper
+//! refuses before any application code runs (a negative `Content-Length`, a URI over its
+//! hard 64 KiB, a head over its 1 MiB read buffer, a broken request line): hyper answers
+//! those with an empty body, a known limitation. Those cases assert the status only.
 
 mod common;
 
@@ -1556,7 +1557,7 @@ fn route_cases() -> Vec<Case> {
 }
 
 /// Requests only raw TCP can send. Hyper answers the malformed ones itself, with an empty
-/// body, before any application code runs (a known limitation: status only).
+/// body, before any application code runs (a known limitation: those assert the status only).
 fn tcp_cases() -> Vec<Case> {
     let head = |extra: &str| {
         format!(
@@ -1564,14 +1565,13 @@ fn tcp_cases() -> Vec<Case> {
         )
         .into_bytes()
     };
-    let long_uri = format!(
-        "GET /health?{} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-        "a".repeat(70 * 1024)
-    );
-    let big_header = format!(
-        "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Pad: {}\r\n\r\n",
-        "b".repeat(600 * 1024)
-    );
+    let get_health = |target: &str, headers: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}\r\n")
+            .into_bytes()
+    };
+    let query = |n: usize| format!("/health?{}", "a".repeat(n));
+    let pad = |n: usize| format!("X-Pad: {}\r\n", "b".repeat(n));
+    let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
     let mut chunked = head("Transfer-Encoding: chunked\r\n");
     chunked.extend_from_slice(b"zz\r\n{}\r\n0\r\n\r\n");
     let mut short = head("Content-Length: 100\r\n");
@@ -1602,12 +1602,48 @@ fn tcp_cases() -> Vec<Case> {
             400,
             None,
         ),
-        // hyper: 414, empty body.
-        tcp("tcp: URI over 64 KiB", long_uri.into_bytes(), 414, None),
-        // hyper: 431, empty body.
+        // The service's own head limits (8 KiB target, 64 KiB / 128 header fields): JSON.
+        tcp(
+            "tcp: URI over 8 KiB",
+            get_health(&query(10 * 1024), ""),
+            414,
+            Some("uri_too_long"),
+        ),
+        tcp(
+            "tcp: 200 header fields",
+            get_health("/health", &many),
+            431,
+            Some("headers_too_large"),
+        ),
+        tcp(
+            "tcp: a 100 KB header",
+            get_health("/health", &pad(100_000)),
+            431,
+            Some("headers_too_large"),
+        ),
+        tcp(
+            "tcp: a 600 KiB header",
+            get_health("/health", &pad(600 * 1024)),
+            431,
+            Some("headers_too_large"),
+        ),
+        tcp(
+            "tcp: a URI just under the limit",
+            get_health(&query(8 * 1024 - 100), ""),
+            200,
+            None,
+        ),
+        // hyper: 414, empty body (its hard URI limit, before any service code).
+        tcp(
+            "tcp: URI over 64 KiB",
+            get_health(&query(70 * 1024), ""),
+            414,
+            None,
+        ),
+        // hyper: 431, empty body (over its 1 MiB read buffer).
         tcp(
             "tcp: header block over hyper's buffer",
-            big_header.into_bytes(),
+            get_health("/health", &pad(1200 * 1024)),
             431,
             None,
         ),
