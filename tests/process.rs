@@ -204,11 +204,65 @@ async fn serves_after_warm_up_and_drains_on_sigterm() {
     assert!(first["level"].is_string());
 }
 
+/// The answer to one request: status and JSON body, or why there was none.
+type Answer = Result<(u16, serde_json::Value), String>;
+
+/// Starts a `/v1/embed` request on a raw connection and sends its head and the first half
+/// of its body now; the task sends the rest when `go` fires and returns the answer.
+async fn slow_upload(
+    base: &str,
+    image: String,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Answer>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = json!({ "images": [image] }).to_string().into_bytes();
+    let head = format!(
+        "POST /v1/embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(first).await.unwrap();
+    let rest = rest.to_vec();
+    let (go, ready) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = ready.await;
+        stream
+            .write_all(&rest)
+            .await
+            .map_err(|e| format!("slow upload: connection dropped mid-body: {e}"))?;
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut out))
+            .await
+            .map_err(|_| "slow upload: no answer in 30 s".to_string())?
+            .map_err(|e| format!("slow upload: {e}"))?;
+        let text = String::from_utf8_lossy(&out).to_string();
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| format!("slow upload: no HTTP answer: {text:?}"))?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("slow upload: bad status line: {head}"))?;
+        let json = serde_json::from_str(body)
+            .map_err(|e| format!("slow upload: body not JSON ({e}): {body:?}"))?;
+        Ok((status, json))
+    });
+    (go, task)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_answers_every_accepted_request() {
     // The embedder takes batches of up to 64 and waits 5 s to fill one, so 40 requests all
-    // sit in its queue together when the signal comes.
+    // sit in its queue together when the signal comes. Four more are still uploading their
+    // bodies then: accepted too, they finish uploading during the drain.
     const REQUESTS: usize = 40;
+    const UPLOADING: usize = 4;
     let svc = start_service_with("load", |m| {
         let batching = &mut m.embedder.as_mut().unwrap().batching;
         batching.max_batch_size = 64;
@@ -236,6 +290,10 @@ async fn sigterm_under_load_answers_every_accepted_request() {
             Ok::<_, String>((status, body))
         }));
     }
+    let mut uploads = Vec::with_capacity(UPLOADING);
+    for i in 0..UPLOADING {
+        uploads.push(slow_upload(&svc.base, solid_b64(32, 32, [9, 9, 60 * i as u8])).await);
+    }
     // Every request is accepted and admitted before the signal: /info counts them.
     let admitted_by = Instant::now() + Duration::from_secs(4);
     loop {
@@ -247,7 +305,7 @@ async fn sigterm_under_load_answers_every_accepted_request() {
             .json()
             .await
             .unwrap();
-        if info["in_flight"]["requests"].as_u64() == Some(REQUESTS as u64) {
+        if info["in_flight"]["requests"].as_u64() == Some((REQUESTS + UPLOADING) as u64) {
             break;
         }
         assert!(
@@ -260,9 +318,20 @@ async fn sigterm_under_load_answers_every_accepted_request() {
     let signalled = Instant::now();
     sigterm(&svc);
 
+    // The uploads end after the signal (draining has begun), on their accepted connections.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut answers = Vec::with_capacity(REQUESTS + UPLOADING);
+    let mut pending = Vec::with_capacity(UPLOADING);
+    for (go, task) in uploads {
+        let _ = go.send(());
+        pending.push(task);
+    }
+    for task in calls.into_iter().chain(pending) {
+        answers.push(task.await.unwrap());
+    }
     let (mut ok, mut not_ready) = (0, 0);
-    for call in calls {
-        match call.await.unwrap() {
+    for answer in answers {
+        match answer {
             Ok((200, body)) => {
                 assert_eq!(body["dimensions"], 384, "{body}");
                 ok += 1;
@@ -275,7 +344,7 @@ async fn sigterm_under_load_answers_every_accepted_request() {
             Err(e) => panic!("{e}"),
         }
     }
-    assert_eq!(ok + not_ready, REQUESTS);
+    assert_eq!(ok + not_ready, REQUESTS + UPLOADING);
 
     let (status, logs) = wait_exit(svc).await;
     let took = signalled.elapsed();
