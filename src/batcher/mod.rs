@@ -166,6 +166,8 @@ pub(crate) struct Shared<I, O> {
 struct QueueState<I, O> {
     queue: Queue<I, O>,
     closed: bool,
+    /// Draining: batches leave at once instead of waiting `max_queue_delay` for company.
+    greedy: bool,
 }
 
 impl<I, O> Shared<I, O> {
@@ -222,6 +224,7 @@ impl<I: Batchable + Send + 'static, O: Send + 'static> Batcher<I, O> {
             queue: Mutex::new(QueueState {
                 queue: Queue::new(config.priority_levels, config.queue_capacity),
                 closed: false,
+                greedy: false,
             }),
             config,
             wakeup: Condvar::new(),
@@ -323,6 +326,13 @@ impl<I: Batchable + Send + 'static, O: Send + 'static> Batcher<I, O> {
             shared.wakeup.notify_one();
         }
         Ok(tickets)
+    }
+
+    /// From now on batches leave as soon as a worker is free (shutdown drain: no more callers
+    /// are coming to fill them, so waiting `max_queue_delay` would only delay the exit).
+    pub fn release_without_delay(&self) {
+        self.shared.lock().greedy = true;
+        self.shared.wakeup.notify_all();
     }
 
     /// Stops accepting work, fails what is still queued, and joins the workers.

@@ -361,3 +361,20 @@ fn a_second_instance_serves_while_the_first_is_busy() {
     wait(gate.into_iter().next().unwrap()).unwrap();
     assert_eq!(h.batches(), vec![vec![GATE], vec![4]]);
 }
+
+#[test]
+fn draining_releases_a_waiting_batch_at_once() {
+    // A 60 s batch delay: without the drain release the two items would wait for company.
+    let h = Harness::new(8, 60_000, 64);
+    h.open_gate();
+    let tickets = h.submit(&[1, 2], 1);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(h.batches().is_empty(), "the batch waits for its delay");
+    let started = Instant::now();
+    h.batcher.release_without_delay();
+    for t in tickets {
+        assert!(wait(t).is_ok());
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(h.batches(), vec![vec![1, 2]]);
+}

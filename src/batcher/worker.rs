@@ -60,7 +60,7 @@ fn next_batch<I, O>(shared: &Shared<I, O>) -> Option<Vec<Entry<I, O>>> {
             .oldest()
             .map_or(now, |oldest| oldest + cfg.max_queue_delay);
         let full = state.queue.ready_count(cfg.max_batch_size) >= cfg.max_batch_size;
-        if full || now >= release_at || state.closed {
+        if full || now >= release_at || state.closed || state.greedy {
             let formed = state.queue.take_batch(cfg.max_batch_size, now);
             shared.metrics.queue_depth.set(state.queue.len() as i64);
             if !state.queue.is_empty() {

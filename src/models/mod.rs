@@ -274,6 +274,19 @@ impl Models {
         Ok(())
     }
 
+    /// Lets every lane send its queued items without waiting for fuller batches (drain).
+    pub fn release_without_delay(&self) {
+        if let Some(d) = &self.detector {
+            d.batcher.release_without_delay();
+        }
+        for lane in [&self.embedder, &self.aesthetic].into_iter().flatten() {
+            lane.batcher.release_without_delay();
+        }
+        if let Some(p) = &self.preference {
+            p.batcher.release_without_delay();
+        }
+    }
+
     /// Models whose every instance is down (being rebuilt after a panic): the service is not
     /// ready while any is.
     pub fn lanes_without_instances(&self) -> Vec<String> {

@@ -128,6 +128,9 @@ impl AppState {
     pub fn start_draining(&self) {
         self.inner.draining.store(true, Ordering::SeqCst);
         self.inner.metrics.set_ready(false);
+        if let Some(models) = self.inner.models.get() {
+            models.release_without_delay();
+        }
     }
 
     /// Loaded, warmed up and not draining.
