@@ -40,12 +40,27 @@ impl Service {
     /// Starts `psr-reward serve` on `manifest` and waits until `/ready` answers 200.
     /// `PSR_*` variables of the benchmark's own environment (e.g. `PSR_CPU_THREADS`) pass on.
     pub async fn start(manifest: &Path) -> Self {
+        Self::start_with_config(manifest, None).await
+    }
+
+    /// The child's process id (e.g. to read its RSS from `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// As [`Service::start`], with a config file (`PSR_CONFIG`) when given: a benchmark that
+    /// needs other limits than the defaults writes one.
+    pub async fn start_with_config(manifest: &Path, config: Option<&Path>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("port")
             .local_addr()
             .expect("addr")
             .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_psr-reward"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_psr-reward"));
+        if let Some(config) = config {
+            command.env("PSR_CONFIG", config);
+        }
+        let child = command
             .arg("serve")
             .env("PORT", port.to_string())
             .env("PSR_HOST", "127.0.0.1")
