@@ -127,6 +127,9 @@ pub struct RuntimeConfig {
 pub struct LimitsConfig {
     /// Largest accepted request body (base64 images inflate bytes by 4/3).
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request body once its headers arrived; beyond
+    /// it, 408 (a client that never sends its body must not hold a request slot forever).
+    pub body_timeout_ms: u64,
     /// Largest accepted encoded image, after base64 decoding.
     pub max_image_bytes: usize,
     /// Largest accepted image side, in pixels (guards against decompression bombs).
@@ -163,6 +166,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 64 * 1024 * 1024,
+            body_timeout_ms: 30_000,
             max_image_bytes: 16 * 1024 * 1024,
             max_image_side: 8192,
             max_image_pixels: 40_000_000,
@@ -215,6 +219,9 @@ impl Config {
         let l = &self.limits;
         if l.max_body_bytes < 1024 {
             return Err(invalid("limits.max_body_bytes", "must be at least 1024"));
+        }
+        if l.body_timeout_ms == 0 {
+            return Err(invalid("limits.body_timeout_ms", "must be at least 1"));
         }
         if l.max_image_bytes == 0 || l.max_image_bytes > l.max_body_bytes {
             return Err(invalid(

@@ -473,3 +473,44 @@ async fn oversized_request_heads_get_json_errors() {
     assert_eq!(status, 200);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_arrives_times_out_and_refusals_close_their_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = Config::default();
+    config.limits.max_concurrent_requests = 1;
+    config.limits.body_timeout_ms = 700;
+    let s = TestServer::start_with(default_manifest(), config).await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    // A slow-loris client: headers of a 100 kB body, then nothing. It holds the one slot.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"POST /v1/embed HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{\"images\"")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let body = json!({"images": [solid_b64(16, 16, RED)]});
+    let resp = s
+        .client
+        .post(s.url("/v1/embed"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    // Refused before its body was read: the answer says the connection closes.
+    assert_eq!(
+        resp.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+    // The slow client gets 408 once limits.body_timeout_ms passes, and the slot is free.
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("body_timeout"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let (status, _, out) = s.post("/v1/embed", &body).await;
+    assert_eq!(status, 200, "{out}");
+    s.stop().await;
+}

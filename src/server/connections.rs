@@ -11,11 +11,11 @@
 use std::future::Future;
 
 use axum::extract::Request;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -28,6 +28,8 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Most header fields the service answers.
 pub const MAX_HEADERS: usize = 128;
+/// How long a client may take to send a request head (hyper closes the connection then).
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// hyper's read buffer: above every limit here, so hyper parses what we then refuse in JSON.
 const HYPER_MAX_BUF: usize = 1 << 20;
 /// hyper's own header count limit, above [`MAX_HEADERS`] for the same reason.
@@ -42,6 +44,8 @@ where
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(HYPER_MAX_BUF)
         .max_headers(HYPER_MAX_HEADERS);
     let graceful = GracefulShutdown::new();
@@ -65,6 +69,24 @@ where
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Marks error answers to requests that carry a body `Connection: close`. Such answers may
+/// leave (a 429 from admission, a 401, a 415) before the body was read, and hyper then
+/// closes the connection; without the header a keep-alive client would send its next
+/// request into a closed socket.
+pub async fn close_after_early_errors(req: Request, next: Next) -> Response {
+    let has_body = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let mut resp = next.run(req).await;
+    if has_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// Refuses over-long URIs (414) and oversized header blocks (431) with JSON errors.

@@ -6,15 +6,18 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, StatusCode};
 
+use std::time::Duration;
+
 use super::error::{json_error, ApiError};
+use super::state::AppState;
 
 /// The body of a JSON POST, not yet parsed.
 pub struct JsonBytes(pub Bytes);
 
-impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+impl FromRequest<AppState> for JsonBytes {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -32,7 +35,22 @@ impl<S: Send + Sync> FromRequest<S> for JsonBytes {
                 "expected `Content-Type: application/json`",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        // The request already holds its admission slot: a body that never arrives must not
+        // keep it (a slow-loris client would shut every caller out).
+        let timeout = Duration::from_millis(state.config().limits.body_timeout_ms);
+        let read = tokio::time::timeout(timeout, Bytes::from_request(req, state))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "the request body did not arrive within limits.body_timeout_ms ({} ms)",
+                        timeout.as_millis()
+                    ),
+                )
+            })?;
+        let bytes = read.map_err(|rejection| {
             let status = rejection.status();
             if status == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(status, "payload_too_large", rejection.body_text())

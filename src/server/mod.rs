@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(SetRequestIdLayer::new(x_request_id, SequentialRequestId::default()))
         .layer(axum::middleware::from_fn(connections::check_request_head))
+        .layer(axum::middleware::from_fn(connections::close_after_early_errors))
         .with_state(state)
 }
 
