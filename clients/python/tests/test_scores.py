@@ -97,11 +97,12 @@ def test_mismatched_arguments_fail_before_any_request(server: PsrServer) -> None
 
 
 def test_a_chunk_over_the_in_flight_budget_is_split(start_server: type[PsrServer]) -> None:
-    # The server's in-flight estimate is about 19 MB an item here (pixels and the tensors of
-    # every model an item can reach): a chunk of four never fits in 40 MB, two do.
+    # The server's in-flight estimate for an aesthetic-only item here is about 0.61 MB (its
+    # 40x32 pixels and one 224x224 f32 aesthetic tensor; the shared reference 16 kB): a
+    # chunk of four (2.45 MB) never fits in 2 MB, two or three do.
     server = start_server.start(
-        "[limits]\nmax_inflight_bytes = 40000000\n"
-        "max_request_pixels = 10000000\nmax_image_pixels = 10000000\n"
+        "[limits]\nmax_inflight_bytes = 2000000\n"
+        "max_request_pixels = 100000\nmax_image_pixels = 10000\n"
     )
     rec = Recorder()
     values = [10, 60, 110, 160, 210, 250]
