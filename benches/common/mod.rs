@@ -1,8 +1,10 @@
 //! Shared pieces of the benchmarks: the service as a child process, metrics scraping,
-//! percentiles, JPEG encoding.
+//! percentiles, JPEG encoding, generated scenes.
 #![allow(dead_code)]
 
 use std::io::Cursor;
+
+use base64::Engine;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -120,3 +122,42 @@ pub fn invoked_by_cargo_bench(name: &str) -> bool {
     }
     yes
 }
+
+/// A seeded generator of small numbers.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self, n: u32) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % u64::from(n)) as u32
+    }
+}
+
+/// A textured scene with solid red and blue shapes (the fixture detector's categories).
+pub fn scene(w: u32, h: u32, seed: u64, shapes: &[[u8; 3]]) -> image::RgbImage {
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut img = image::RgbImage::from_fn(w, h, |x, y| {
+        let v = ((x * 7 + y * 3 + seed as u32) % 90) as u8;
+        image::Rgb([v, v / 2 + 30, 90 - v])
+    });
+    for (k, &c) in shapes.iter().enumerate() {
+        // Each shape in its own half, so shapes of different colours never overlap.
+        let (x0, y0) = (k as u32 * w / 2 + rng.next(w / 4), rng.next(h / 2));
+        let (sw, sh) = (w / 8 + rng.next(w / 8), h / 8 + rng.next(h / 4));
+        for y in y0..(y0 + sh).min(h) {
+            for x in x0..(x0 + sw).min(w) {
+                img.put_pixel(x, y, image::Rgb(c));
+            }
+        }
+    }
+    img
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub const RED: [u8; 3] = [255, 0, 0];
+pub const BLUE: [u8; 3] = [0, 0, 255];
