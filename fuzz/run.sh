@@ -16,7 +16,7 @@ status=0
 mkdir -p logs
 for t in "$@"; do
     case $t in
-        route_*) extra=(-dict=dict/request.dict -max_len=65536 -rss_limit_mb=4096) ;;
+        route_*) extra=(-dict=dict/request.dict -max_len=65536 -rss_limit_mb=6144) ;;
         decode_image) extra=(-dict=dict/image.dict -max_len=65536) ;;
         *) extra=(-max_len=4096) ;;
     esac
