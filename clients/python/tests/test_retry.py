@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
 import httpx
 import pytest
-from helpers import AESTHETIC, BLUE, RED, Recorder, red_ref, solid, square
+from helpers import AESTHETIC, Recorder, red_ref, solid
 from psr_server import PsrServer, free_port
 
 from psr_reward_client import (
@@ -18,54 +19,37 @@ from psr_reward_client import (
     UnauthorizedError,
 )
 
-#: One request at a time: a second concurrent one is answered 429 with Retry-After.
-BUSY_CONFIG = "[limits]\nmax_concurrent_requests = 1\n"
-
-
-def _slow_body() -> dict[str, object]:
-    """A request that keeps the only slot busy for a few seconds (detection per subject)."""
-    from psr_reward_client import encode_image
-
-    refs = [encode_image(red_ref(k)).b64 for k in range(4)]
-    items = []
-    for i in range(8):
-        img = square(RED, (i, 2, 20 + i, 22))
-        img.paste(square(BLUE, (0, 0, 20, 20), size=24), (36, 36))
-        items.append(
-            {
-                "image": encode_image(img).b64,
-                "subjects": [
-                    {"name": c, "reference": r}
-                    for c, r in zip(["red", "blue", "red", "blue"], refs, strict=True)
-                ],
-            }
-        )
-    return {"items": items}
+#: One request at a time: a second concurrent one is answered 429 with Retry-After. A body
+#: that never arrives holds the slot for up to 30 s.
+BUSY_CONFIG = "[limits]\nmax_concurrent_requests = 1\nbody_timeout_ms = 30000\n"
 
 
 def _in_flight(url: str) -> int:
     return int(httpx.get(f"{url}/info", trust_env=False).json()["in_flight"]["requests"])
 
 
+def _hold_the_slot(url: str) -> socket.socket:
+    """A request whose body never comes: it holds the server's only slot, deterministically,
+    until the socket closes (no race with how fast the machine runs a slow request)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(
+        b"POST /v1/embed HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: 100000\r\n\r\n{"
+    )
+    deadline = time.monotonic() + 10
+    while _in_flight(url) < 1:
+        assert time.monotonic() < deadline, "the held request never took the slot"
+        time.sleep(0.01)
+    return sock
+
+
 def test_429_is_retried_after_retry_after_and_the_deadline_is_honoured(
     start_server: type[PsrServer],
 ) -> None:
     server = start_server.start(BUSY_CONFIG)
-    body = _slow_body()
-    done: dict[str, int] = {}
-
-    def occupy() -> None:
-        done["status"] = httpx.post(
-            f"{server.url}/v1/reward", json=body, timeout=120, trust_env=False
-        ).status_code
-
-    t = threading.Thread(target=occupy)
-    t.start()
+    holder = _hold_the_slot(server.url)
     try:
-        while _in_flight(server.url) < 1:
-            assert t.is_alive(), "the slow request finished before it was seen in flight"
-            time.sleep(0.01)
-
         rec = Recorder()
         with RewardClient(server.url, event_hooks=rec.hooks()) as client:
             client.limits()
@@ -78,14 +62,18 @@ def test_429_is_retried_after_retry_after_and_the_deadline_is_honoured(
             assert time.monotonic() - t0 < 0.6
             assert isinstance(err.value.last_error, OverloadedError)
             assert err.value.last_error.error_type == "overloaded"
-            assert t.is_alive()
 
+            # The slot frees 1.5 s into the next call: it is retried after Retry-After and
+            # succeeds.
             rec.clear()
+            release = threading.Timer(1.5, holder.close)
+            release.start()
             t0 = time.monotonic()
             result = client.score(
                 [solid(100)], "red", [[("red", red_ref())]], rewards=AESTHETIC, timeout=60
             )
             elapsed = time.monotonic() - t0
+            release.join()
         statuses = [p.status for p in rec.posts()]
         assert statuses[0] == 429 and statuses[-1] == 200 and set(statuses) == {429, 200}
         assert rec.posts()[0].retry_after is not None
@@ -93,8 +81,7 @@ def test_429_is_retried_after_retry_after_and_the_deadline_is_honoured(
         assert elapsed >= waited  # each retry waited its Retry-After
         assert result.rewards == pytest.approx([100 / 255], abs=1e-4)
     finally:
-        t.join()
-    assert done["status"] == 200
+        holder.close()
 
 
 def test_a_server_that_is_not_up_fails_within_the_deadline() -> None:
