@@ -225,6 +225,8 @@ async fn pixels_and_the_in_flight_budget_bound_a_request() {
     );
     let info = s.get_json("/info").await;
     assert_eq!(info["limits"]["max_inflight_bytes"], 64 << 20);
+    assert_eq!(info["reward_limits"]["max_subjects"], 4);
+    assert_eq!(info["reward_limits"]["max_prompt_chars"], 2000);
     assert_eq!(
         info["in_flight"]["bytes"], 0,
         "the budget is released after each request"

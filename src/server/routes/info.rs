@@ -25,6 +25,8 @@ pub struct Info {
     pub models: Vec<ModelInfo>,
     #[schema(value_type = Object)]
     pub limits: LimitsConfig,
+    /// The reward request limits a client can check before uploading.
+    pub reward_limits: RewardLimits,
     /// What the admission gates hold now (see `limits.max_concurrent_requests` and
     /// `limits.max_inflight_bytes`).
     pub in_flight: InFlight,
@@ -32,6 +34,13 @@ pub struct Info {
     pub remote: Vec<RemoteInfo>,
     /// API keys at the door: their sources and count (never a key); null when none is asked.
     pub auth: Option<crate::server::auth::AuthInfo>,
+}
+
+/// `[rewards]` limits on one item (`rewards.max_subjects`, `rewards.max_prompt_chars`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RewardLimits {
+    pub max_subjects: usize,
+    pub max_prompt_chars: usize,
 }
 
 /// Use of the admission gates at the moment of the call.
@@ -70,6 +79,10 @@ pub async fn info(State(state): State<AppState>) -> Json<Info> {
         cpu_threads: state.cpu().threads(),
         models: state.loaded_models().map(|m| m.infos()).unwrap_or_default(),
         limits: state.config().limits.clone(),
+        reward_limits: RewardLimits {
+            max_subjects: state.config().rewards.max_subjects,
+            max_prompt_chars: state.config().rewards.max_prompt_chars,
+        },
         in_flight: InFlight {
             requests: state.admission().requests_in_flight(),
             bytes: state.admission().bytes_in_use(),
