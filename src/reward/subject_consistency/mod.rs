@@ -363,19 +363,16 @@ enum Claim {
     Lead(InFlight),
 }
 
-/// The cache key of each subject's reference.
-fn reference_keys(items: &[ItemInput], opts: ScOptions) -> impl Iterator<Item = CacheKey> + '_ {
-    let variant = opts.reference_variant();
-    items.iter().flat_map(move |item| {
-        item.subjects.iter().map(move |subject| CacheKey {
-            hash: match &subject.reference {
-                ReferenceInput::Image(d) => d.content_hash.clone(),
-                ReferenceInput::Cached(h) => h.clone(),
-            },
-            category: subject.name.clone(),
-            variant,
-        })
-    })
+/// The cache key of a subject's reference under `opts`.
+fn reference_key(subject: &SubjectInput, opts: ScOptions) -> CacheKey {
+    CacheKey {
+        hash: match &subject.reference {
+            ReferenceInput::Image(d) => d.content_hash.clone(),
+            ReferenceInput::Cached(h) => h.clone(),
+        },
+        category: subject.name.clone(),
+        variant: opts.reference_variant(),
+    }
 }
 
 /// Looks every distinct reference key up once: a hit, or this request computes it. A key
@@ -388,7 +385,11 @@ async fn claim_references(
     deadline: Instant,
 ) -> Result<HashMap<CacheKey, Claim>, ScError> {
     let mut claims = HashMap::new();
-    for key in reference_keys(items, opts) {
+    for key in items
+        .iter()
+        .flat_map(|item| &item.subjects)
+        .map(|subject| reference_key(subject, opts))
+    {
         if claims.contains_key(&key) {
             continue;
         }
@@ -456,9 +457,7 @@ fn resolve(
         generated.push(add_image(&item.image));
         let mut states = Vec::with_capacity(item.subjects.len());
         for (s, subject) in item.subjects.iter().enumerate() {
-            let key = reference_keys(std::slice::from_ref(item), opts)
-                .nth(s)
-                .ok_or_else(|| ScError::Preprocess("subject without a key".into()))?;
+            let key = reference_key(subject, opts);
             match claims.remove(&key) {
                 Some(Claim::Hit(hit)) => {
                     // Later subjects with the same key see the hit too.
