@@ -266,14 +266,7 @@ fn rss_mib(pid: u32) -> Option<f64> {
 
 /// `psr_reward_requests_total` of `/v1/reward` by status, from `/metrics`.
 async fn served(client: &reqwest::Client, base: &str) -> BTreeMap<String, f64> {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = common::metrics_text(client, base).await;
     let mut out = BTreeMap::new();
     for line in text.lines() {
         if !line.starts_with("psr_reward_requests_total{")

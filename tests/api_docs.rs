@@ -152,15 +152,7 @@ async fn docs_page_is_served_from_the_binary() {
         assert_eq!(resp.status(), 200, "{asset}");
         assert!(resp.bytes().await.unwrap().len() > 100, "{asset}");
     }
-    let init = s
-        .client
-        .get(s.url("/docs/swagger-initializer.js"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let init = s.get_text("/docs/swagger-initializer.js").await;
     assert!(init.contains(r#""url": "/openapi.json""#), "{init}");
     assert!(init.contains(r#""validatorUrl": "none""#), "{init}");
     s.stop().await;

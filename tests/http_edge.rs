@@ -8,15 +8,7 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_list_every_family_before_the_first_request() {
     let s = TestServer::start().await;
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.get_text("/metrics").await;
     for family in [
         "psr_reward_requests_total",
         "psr_reward_request_duration_seconds",

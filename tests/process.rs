@@ -134,6 +134,18 @@ async fn wait_ready(client: &reqwest::Client, base: &str) {
 }
 
 /// Sends SIGTERM to the service.
+/// `GET /info` as JSON.
+async fn get_info(client: &reqwest::Client, base: &str) -> serde_json::Value {
+    client
+        .get(format!("{base}/info"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn sigterm(svc: &Service) {
     let pid = svc.child.id().to_string();
     assert!(Command::new("kill")
@@ -165,14 +177,7 @@ async fn serves_after_warm_up_and_drains_on_sigterm() {
     let svc = start_service(1500);
     let client = reqwest::Client::new();
     wait_ready(&client, &svc.base).await;
-    let info: serde_json::Value = client
-        .get(format!("{}/info", svc.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = get_info(&client, &svc.base).await;
     assert_eq!(info["models"].as_array().unwrap().len(), 3);
 
     // An in-flight request (waiting 1.5 s for its batch) must complete after SIGTERM.
@@ -297,14 +302,7 @@ async fn sigterm_under_load_answers_every_accepted_request() {
     // Every request is accepted and admitted before the signal: /info counts them.
     let admitted_by = Instant::now() + Duration::from_secs(4);
     loop {
-        let info: serde_json::Value = client
-            .get(format!("{}/info", svc.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let info = get_info(&client, &svc.base).await;
         if info["in_flight"]["requests"].as_u64() == Some((REQUESTS + UPLOADING) as u64) {
             break;
         }

@@ -96,16 +96,21 @@ impl Drop for Service {
     }
 }
 
-/// The value of the first `/metrics` line starting with `name` (0 when absent).
-pub async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
-    let text = client
+/// The service's `/metrics` text.
+pub async fn metrics_text(client: &reqwest::Client, base: &str) -> String {
+    client
         .get(format!("{base}/metrics"))
         .send()
         .await
         .expect("metrics")
         .text()
         .await
-        .expect("text");
+        .expect("metrics text")
+}
+
+/// The value of the first `/metrics` line starting with `name` (0 when absent).
+pub async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = metrics_text(client, base).await;
     text.lines()
         .find(|l| l.starts_with(name))
         .and_then(|l| l.rsplit(' ').next())

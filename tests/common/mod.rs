@@ -154,17 +154,21 @@ impl TestServer {
             .unwrap()
     }
 
-    /// One line of `/metrics` by prefix, as a number.
-    pub async fn metric(&self, line_prefix: &str) -> f64 {
-        let text = self
-            .client
-            .get(self.url("/metrics"))
+    /// GETs `path` and returns the body as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// One line of `/metrics` by prefix, as a number.
+    pub async fn metric(&self, line_prefix: &str) -> f64 {
+        let text = self.get_text("/metrics").await;
         text.lines()
             .find(|l| l.starts_with(line_prefix))
             .and_then(|l| l.rsplit(' ').next())
