@@ -28,7 +28,7 @@ APT_PACKAGES += openssl   # the Python client's HTTPS test makes a certificate w
 APT_STAMP = $(DEPS)/.apt-$(shell echo '$(sort $(APT_PACKAGES))' | md5sum | cut -c1-12)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all setup fixtures build run test test-rust test-python test-client lint bench fuzz clean
+.PHONY: all setup fixtures build run test test-rust test-python test-client lint bench fuzz clean export-tools
 
 all: build
 
@@ -132,6 +132,16 @@ $(CARGO_FUZZ):
 fuzz: setup fixtures $(CARGO_FUZZ)
 	cd fuzz && nice -n 19 cargo +nightly fuzz build
 	fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+## export-tools: the model-export environment (.venv-export: torch + transformers from PyPI,
+## about 5.7 GB with torch's nvidia-* wheels). Never part of `make test`.
+EXPORT_VENV := .venv-export
+export-tools: $(EXPORT_VENV)/.stamp
+
+$(EXPORT_VENV)/.stamp:
+	$(PYTHON) -m venv $(EXPORT_VENV)
+	$(EXPORT_VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.15.0 transformers==5.24.0 onnx==1.23.2 onnxruntime==1.31.1 numpy==2.4.6 pillow==13.0.0
+	touch $@
 
 clean:
 	cargo clean

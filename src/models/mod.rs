@@ -5,6 +5,7 @@ mod grounding_dino;
 mod image_model;
 pub mod manifest;
 mod preference;
+mod text_masks;
 mod tokenizer;
 mod validate;
 mod yolo;
@@ -25,6 +26,7 @@ pub use grounding_dino::{Detection, DetectorItem, DetectorOutput, GroundingDino,
 pub use image_model::{ImageModel, OutputKind};
 use manifest::{BatchingSpec, LaneSpec, Manifest};
 pub use preference::{PreferenceIo, PreferenceItem, PreferenceModel};
+pub use text_masks::{text_masks, TextMasks};
 pub use tokenizer::{category_caption, CaptionTokenizer, TokenizeError};
 pub use validate::{InvalidOutput, InvalidOutputCounter, INVALID_OUTPUT_REASONS};
 pub use yolo::{decode as yolo_decode, YoloDetector};
