@@ -14,6 +14,7 @@
 pub mod batcher;
 pub mod config;
 pub mod cpu_pool;
+pub mod eval;
 pub mod imaging;
 pub mod metrics;
 pub mod models;

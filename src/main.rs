@@ -1,5 +1,5 @@
 //! `psr-reward` command line: `serve` runs the service; `models check` loads a manifest and
-//! prints each model's signature and provider.
+//! prints each model's signature and provider; `eval` scores PSRBench (src/eval/).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +36,8 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Score PSRBench results with the service's engine and write the report.
+    Eval(Box<psr_reward::eval::cli::EvalArgs>),
 }
 
 #[derive(Subcommand)]
@@ -129,6 +131,7 @@ fn main() -> ExitCode {
         Command::Models {
             command: ModelsCommand::Check(o),
         } => o.resolve().and_then(check_models),
+        Command::Eval(args) => psr_reward::eval::cli::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -53,6 +53,9 @@ pub struct Plan {
     pub mode: Mode,
     pub options: ScOptions,
     pub submit: SubmitOptions,
+    /// Return the judge's answer (its reasoning) with every semantic-alignment result, not
+    /// only with unusable ones.
+    pub judge_answer: bool,
 }
 
 impl Plan {
@@ -189,8 +192,7 @@ pub async fn compute(
         if !plan.wants("semantic_alignment") {
             return Ok(None);
         }
-        let calls =
-            futures_util::future::join_all(meta.iter().map(|m| judge_one(svc, m, plan.mode)));
+        let calls = futures_util::future::join_all(meta.iter().map(|m| judge_one(svc, m, plan)));
         Ok(Some(
             tokio::time::timeout_at(deadline, calls)
                 .await
@@ -310,7 +312,7 @@ pub async fn compute(
 async fn judge_one(
     svc: &RewardServices,
     m: &ItemMeta,
-    mode: Mode,
+    plan: &Plan,
 ) -> Result<super::Judgement, String> {
     let judge = svc.judge.as_ref().ok_or("no judge is configured")?;
     let b64 = m
@@ -324,7 +326,8 @@ async fn judge_one(
             &data_url,
             &m.prompt,
             m.task.as_deref(),
-            mode,
+            plan.mode,
+            plan.judge_answer,
         )
         .await
         .map_err(|e| e.to_string())

@@ -124,7 +124,7 @@ pub struct ScOptions {
 }
 
 /// Per-request overrides of the mode's defaults.
-#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScOverrides {
     pub clamp_boxes: Option<bool>,

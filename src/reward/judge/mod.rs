@@ -94,6 +94,10 @@ pub struct Judge {
 /// How much of an unusable answer a result repeats.
 const ANSWER_EXCERPT_CHARS: usize = 500;
 
+/// How much of an answer a result repeats when the caller asks for every answer (the
+/// judge's reasoning, e.g. for `psr-reward eval`'s report).
+const ANSWER_REQUESTED_CHARS: usize = 4000;
+
 impl Judge {
     /// Builds the client; reads the API key and the template files once.
     pub fn new(
@@ -134,7 +138,8 @@ impl Judge {
 
     /// Judges one image (`image_hash` identifies its content for the cache; `data_url` is
     /// what the judge receives) against `prompt` with the template of `task`, and reads the
-    /// answer in `mode`.
+    /// answer in `mode`. The answer comes back when it gave no usable score, or always
+    /// (longer) with `keep_answer`.
     pub async fn judge(
         &self,
         image_hash: &str,
@@ -142,6 +147,7 @@ impl Judge {
         prompt: &str,
         task: Option<&str>,
         mode: Mode,
+        keep_answer: bool,
     ) -> Result<Judgement, JudgeError> {
         let (task, template) = self.templates.for_task(task);
         let key = request::cache_key(image_hash, &self.config.model, &template.text, prompt);
@@ -160,13 +166,18 @@ impl Judge {
         };
         let assessment = assess(answer.as_deref(), mode);
         let unusable = !assessment.parsed || assessment.out_of_range;
+        let excerpt = if keep_answer {
+            ANSWER_REQUESTED_CHARS
+        } else {
+            ANSWER_EXCERPT_CHARS
+        };
         Ok(Judgement {
             assessment,
             template: task,
             template_hash: template.hash.clone(),
             answer: answer
-                .filter(|_| unusable)
-                .map(|a| a.chars().take(ANSWER_EXCERPT_CHARS).collect()),
+                .filter(|_| unusable || keep_answer)
+                .map(|a| a.chars().take(excerpt).collect()),
         })
     }
 

@@ -36,7 +36,7 @@ const TASKS: [&str; 7] = [
 ];
 
 /// A subject's reference: a base64 image, or `{"ref": hash}` of one sent before.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum ReferenceRequest<'a> {
     #[schema(value_type = String)]
@@ -48,7 +48,7 @@ pub enum ReferenceRequest<'a> {
 }
 
 /// One subject: its category (the detector phrase) and its reference image.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubjectRequest<'a> {
     pub name: String,
@@ -57,7 +57,7 @@ pub struct SubjectRequest<'a> {
 }
 
 /// One generated image to score.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RewardItem<'a> {
     /// Base64 generated image.
@@ -73,8 +73,9 @@ pub struct RewardItem<'a> {
     pub task: Option<String>,
 }
 
-/// A reward request.
-#[derive(Debug, Deserialize, ToSchema)]
+/// A reward request. `Serialize` too: `psr-reward eval` builds exactly this type, in
+/// process and over HTTP.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RewardRequest<'a> {
     #[serde(borrow)]
@@ -89,6 +90,9 @@ pub struct RewardRequest<'a> {
     pub options: Option<ScOverrides>,
     pub timeout_ms: Option<u64>,
     pub priority: Option<u8>,
+    /// Return the judge's answer (up to 4000 characters: its reasoning) with every
+    /// semantic-alignment result; by default only unusable answers come back (500).
+    pub judge_answer: Option<bool>,
 }
 
 /// Where the request's time went, in milliseconds.
@@ -367,6 +371,7 @@ fn decode_request(st: &AppState, body: &[u8], arrived: Instant) -> Result<Decode
             mode,
             options,
             submit,
+            judge_answer: req.judge_answer.unwrap_or(false),
         },
     })
 }
