@@ -70,6 +70,19 @@ pub struct SetSummary {
     pub overall: Overall,
 }
 
+/// The subset names present in any of `sets`, in the paper's order (tables and charts
+/// list them the same way).
+pub fn subset_names(sets: &[SetSummary]) -> Vec<String> {
+    Subset::ALL
+        .iter()
+        .map(|s| s.name().to_string())
+        .filter(|n| {
+            sets.iter()
+                .any(|set| set.subsets.iter().any(|s| &s.subset == n))
+        })
+        .collect()
+}
+
 /// A sample left out or not scored, for the report's list.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Problem {

@@ -10,7 +10,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::eval::summary::{Metric, SetSummary, SubsetSummary, Summary};
+use crate::eval::summary::{subset_names, Metric, SetSummary, SubsetSummary, Summary};
 
 /// Size of `radar.png`.
 pub const RADAR_SIZE: (u32, u32) = (1500, 600);
@@ -88,21 +88,9 @@ fn colour(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
-/// The subset names charted, in the paper's order.
-fn subsets(sets: &[SetSummary]) -> Vec<String> {
-    crate::eval::dataset::Subset::ALL
-        .iter()
-        .map(|s| s.name().to_string())
-        .filter(|n| {
-            sets.iter()
-                .any(|set| set.subsets.iter().any(|s| &s.subset == n))
-        })
-        .collect()
-}
-
 /// `radar.png`: one radar per metric, the subsets as spokes, a polygon per result set.
 pub fn radar(summary: &Summary, path: &Path) -> Result<(), ChartError> {
-    let names = subsets(&summary.sets);
+    let names = subset_names(&summary.sets);
     render(path, RADAR_SIZE, |area| {
         let (panels, legend) = area.split_vertically(RADAR_SIZE.1 - 50);
         let panels = panels.split_evenly((1, METRICS.len()));
@@ -224,7 +212,7 @@ fn legend_row(area: &DrawingArea<BitMapBackend, Shift>, sets: &[SetSummary]) -> 
 
 /// `distributions.png`: per metric, a box plot of the samples' scores per subset and set.
 pub fn distributions(summary: &Summary, path: &Path) -> Result<(), ChartError> {
-    let names = subsets(&summary.sets);
+    let names = subset_names(&summary.sets);
     render(path, DISTRIBUTIONS_SIZE, |area| {
         let rows = area.split_evenly((METRICS.len(), 1));
         for (row, (title, metric)) in rows.iter().zip(METRICS) {

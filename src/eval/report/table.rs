@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::eval::summary::{SetSummary, Summary};
+use crate::eval::summary::{subset_names, Summary};
 
 /// The three metric columns: (label, component, value of a subset, value overall).
 type Column = (
@@ -163,18 +163,6 @@ pub fn markdown(summary: &Summary) -> String {
 
 fn row(out: &mut String, cells: &[String]) {
     let _ = writeln!(out, "| {} |", cells.join(" | "));
-}
-
-/// Subset names in the paper's order, over every set.
-fn subset_names(sets: &[SetSummary]) -> Vec<String> {
-    crate::eval::dataset::Subset::ALL
-        .iter()
-        .map(|s| s.name().to_string())
-        .filter(|n| {
-            sets.iter()
-                .any(|set| set.subsets.iter().any(|s| &s.subset == n))
-        })
-        .collect()
 }
 
 /// One CSV row per set and subset, then each set's overall row.
