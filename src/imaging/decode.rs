@@ -5,6 +5,9 @@ use std::io::Cursor;
 use base64::Engine;
 use image::{DynamicImage, ImageDecoder, ImageReader};
 
+use super::mode::PillowMode;
+use super::pillow::{cmyk_to_rgb, ModePixels};
+
 /// Why an image was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -60,12 +63,19 @@ pub struct ImageHeader {
     pub width: u32,
     pub height: u32,
     pub format: image::ImageFormat,
+    /// The mode Pillow opens the file in.
+    pub mode: PillowMode,
 }
 
 impl ImageHeader {
     /// Width × height.
     pub fn pixels(&self) -> u64 {
         u64::from(self.width) * u64::from(self.height)
+    }
+
+    /// Bytes the decoded image will hold (see [`PillowMode::decoded_bytes_per_pixel`]).
+    pub fn decoded_bytes(&self) -> u64 {
+        self.pixels() * self.mode.decoded_bytes_per_pixel()
     }
 }
 
@@ -97,22 +107,47 @@ pub struct DecodedImage {
     pub rgb: image::RgbImage,
     /// The colour type the decoder produced (e.g. `Rgba8`, `L16`).
     pub source_color: image::ColorType,
-    /// The file stores palette indices (a PNG of colour type 3): Pillow opens it as mode "P".
-    pub palette: bool,
-    /// The alpha channel, when the image has one (kept for compositing).
+    /// The mode Pillow opens the file in (decides how the PSR scripts resample it).
+    pub mode: PillowMode,
+    /// The alpha channel, when the file has one (a `tRNS` chunk included; kept for
+    /// compositing, and for premultiplied resampling when the mode is RGBA or LA).
     pub alpha: Option<image::GrayImage>,
+    /// The samples of modes that Pillow resamples in another layout than RGB.
+    pub native: NativeSamples,
     /// BLAKE3 of the encoded bytes (128 bits, hex): identifies identical uploads.
     pub content_hash: String,
 }
 
+/// Samples kept in the image's own mode, for modes whose resampling is not RGB's.
+pub enum NativeSamples {
+    /// The RGB pixels (and alpha) are all Pillow resamples.
+    None,
+    /// CMYK as Pillow decodes a four-component JPEG (inverted, Adobe's convention).
+    Cmyk(Vec<u8>),
+    /// `I;16` samples.
+    Grey16(Vec<u16>),
+}
+
 impl DecodedImage {
     /// Whether Pillow would open this file in mode "RGB" (the PSR scripts detect only then).
-    /// 16-bit RGB PNGs open as "RGB" too; palette, grey and alpha images do not.
+    /// 16-bit RGB PNGs open as "RGB" too; palette, grey, alpha and CMYK images do not.
     pub fn is_pillow_rgb(&self) -> bool {
-        matches!(
-            self.source_color,
-            image::ColorType::Rgb8 | image::ColorType::Rgb16
-        ) && !self.palette
+        self.mode == PillowMode::Rgb
+    }
+
+    /// The pixels as Pillow resamples them in this image's mode.
+    pub fn mode_pixels(&self) -> ModePixels<'_> {
+        let rgb = self.rgb.as_raw();
+        match (&self.native, &self.alpha, self.mode) {
+            (NativeSamples::Cmyk(c), ..) => ModePixels::Cmyk(c),
+            (NativeSamples::Grey16(g), ..) => ModePixels::Grey16(g),
+            (_, Some(a), PillowMode::Rgba | PillowMode::La) => ModePixels::Alpha {
+                rgb,
+                alpha: a.as_raw(),
+            },
+            (_, _, PillowMode::P | PillowMode::Bilevel) => ModePixels::Nearest(rgb),
+            _ => ModePixels::Rgb(rgb),
+        }
     }
 
     /// The image composited over white using its alpha channel (the RGB pixels when opaque).
@@ -202,6 +237,7 @@ fn open_decoder<'a>(
         width,
         height,
         format,
+        mode: PillowMode::of_file(bytes, format, decoder.color_type()),
     };
     check_header(&header, limits)?;
     Ok((Box::new(decoder), header))
@@ -245,16 +281,67 @@ pub fn decode_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage,
     codec_limits.max_alloc = Some(header.pixels().saturating_mul(8).saturating_add(64 << 20));
     decoder.set_limits(codec_limits).map_err(map_image_error)?;
     let source_color = decoder.color_type();
+    if header.mode == PillowMode::Cmyk {
+        if let Some((rgb, cmyk)) = decode_cmyk_jpeg(bytes, limits)? {
+            return Ok(DecodedImage {
+                rgb,
+                source_color,
+                mode: header.mode,
+                alpha: None,
+                native: NativeSamples::Cmyk(cmyk),
+                content_hash: content_hash(bytes),
+            });
+        }
+    }
     let image = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
     let alpha = source_color.has_alpha().then(|| alpha_channel(&image));
-    let rgb = to_rgb8_like_pillow(image);
+    let (rgb, native) = to_rgb8_like_pillow(image, header.mode);
     Ok(DecodedImage {
         rgb,
         source_color,
-        palette: is_palette_png(bytes),
+        mode: header.mode,
         alpha,
+        native,
         content_hash: content_hash(bytes),
     })
+}
+
+/// A four-component JPEG as Pillow decodes it: libjpeg's CMYK output read as `CMYK;I`
+/// (inverted, the Adobe convention Pillow always assumes), and its `convert("RGB")`.
+/// `None` when the file is YCCK (Adobe transform 2), which the decoder cannot give as CMYK:
+/// the caller then decodes it to RGB as `image` does.
+fn decode_cmyk_jpeg(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+) -> Result<Option<(image::RgbImage, Vec<u8>)>, ImageError> {
+    use zune_core::colorspace::ColorSpace;
+    let max = limits.max_side as usize;
+    let options = zune_core::options::DecoderOptions::default()
+        .set_strict_mode(false)
+        .set_max_width(max)
+        .set_max_height(max)
+        .jpeg_set_out_colorspace(ColorSpace::CMYK);
+    let cursor = zune_core::bytestream::ZCursor::new(bytes);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(cursor, options);
+    let corrupt = |e: zune_jpeg::errors::DecodeErrors| ImageError::Corrupt(e.to_string());
+    decoder.decode_headers().map_err(corrupt)?;
+    if decoder.input_colorspace() != Some(ColorSpace::CMYK) {
+        return Ok(None);
+    }
+    let (w, h) = decoder
+        .dimensions()
+        .ok_or_else(|| ImageError::Corrupt("JPEG without dimensions".into()))?;
+    let mut cmyk = decoder.decode().map_err(corrupt)?;
+    if cmyk.len() != w * h * 4 {
+        return Err(ImageError::Corrupt("JPEG decoded to a short buffer".into()));
+    }
+    for v in &mut cmyk {
+        *v = 255 - *v;
+    }
+    let rgb: Vec<u8> = cmyk.chunks_exact(4).flat_map(cmyk_to_rgb).collect();
+    let rgb = image::RgbImage::from_raw(w as u32, h as u32, rgb)
+        .ok_or_else(|| ImageError::Corrupt("JPEG size mismatch".into()))?;
+    Ok(Some((rgb, cmyk)))
 }
 
 /// Whether a JPEG has an end-of-image marker (FF D9) after its last start-of-scan (FF DA).
@@ -270,8 +357,28 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
 
 /// 8-bit RGB as Pillow's `convert("RGB")` gives it: 16-bit colour samples keep their high
 /// byte (Pillow reads 16-bit PNG channels that way), 16-bit grey (Pillow mode "I;16") is
-/// clamped to 0..255, alpha is dropped.
-fn to_rgb8_like_pillow(image: DynamicImage) -> image::RgbImage {
+/// clamped to 0..255 and its samples kept, alpha is dropped.
+fn to_rgb8_like_pillow(image: DynamicImage, mode: PillowMode) -> (image::RgbImage, NativeSamples) {
+    let clamp = |v: u16| v.min(255) as u8;
+    let grey16 = match (&image, mode) {
+        (DynamicImage::ImageLuma16(b), PillowMode::I16) => Some(b.as_raw().clone()),
+        // A 16-bit grey PNG with a tRNS chunk decodes with alpha; Pillow ignores it.
+        (DynamicImage::ImageLumaA16(b), PillowMode::I16) => {
+            Some(b.as_raw().chunks_exact(2).map(|p| p[0]).collect())
+        }
+        _ => None,
+    };
+    if let Some(samples) = grey16 {
+        let (w, h) = (image.width(), image.height());
+        let rgb = samples.iter().flat_map(|&v| [clamp(v); 3]).collect();
+        let rgb = image::RgbImage::from_raw(w, h, rgb).unwrap_or_else(|| image.to_rgb8());
+        return (rgb, NativeSamples::Grey16(samples));
+    }
+    (to_rgb8(image), NativeSamples::None)
+}
+
+/// 8-bit RGB of the decoder's pixels, 16-bit samples by their high byte.
+fn to_rgb8(image: DynamicImage) -> image::RgbImage {
     let high = |v: u16| (v >> 8) as u8;
     let clamp = |v: u16| v.min(255) as u8;
     match image {
@@ -302,19 +409,33 @@ pub fn content_hash(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The alpha channel as Pillow reads it: 16-bit alpha by its high byte.
 fn alpha_channel(image: &DynamicImage) -> image::GrayImage {
-    let rgba = image.to_rgba8();
-    image::GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {
-        image::Luma([rgba.get_pixel(x, y).0[3]])
-    })
-}
-
-/// PNG signature, IHDR chunk, colour type 3 (palette) at byte 25.
-fn is_palette_png(bytes: &[u8]) -> bool {
-    bytes.len() > 25
-        && bytes.starts_with(b"\x89PNG\r\n\x1a\n")
-        && &bytes[12..16] == b"IHDR"
-        && bytes[25] == 3
+    let (w, h) = (image.width(), image.height());
+    let samples: Option<Vec<u8>> = match image {
+        DynamicImage::ImageLumaA8(b) => Some(b.as_raw().chunks_exact(2).map(|p| p[1]).collect()),
+        DynamicImage::ImageRgba8(b) => Some(b.as_raw().chunks_exact(4).map(|p| p[3]).collect()),
+        DynamicImage::ImageLumaA16(b) => Some(
+            b.as_raw()
+                .chunks_exact(2)
+                .map(|p| (p[1] >> 8) as u8)
+                .collect(),
+        ),
+        DynamicImage::ImageRgba16(b) => Some(
+            b.as_raw()
+                .chunks_exact(4)
+                .map(|p| (p[3] >> 8) as u8)
+                .collect(),
+        ),
+        _ => None,
+    };
+    match samples.and_then(|s| image::GrayImage::from_raw(w, h, s)) {
+        Some(alpha) => alpha,
+        None => {
+            let rgba = image.to_rgba8();
+            image::GrayImage::from_fn(w, h, |x, y| image::Luma([rgba.get_pixel(x, y).0[3]]))
+        }
+    }
 }
 
 fn strip_data_url(s: &str) -> &str {

@@ -8,7 +8,8 @@
 //!
 //! Facts from psr-reference.md (PSR eval scripts, GroundingDINO `transforms.py`, torchvision).
 
-use super::resize::{Filter, ResizeError, Resizer, Window};
+use super::pillow::{self, ModePixels, ModeScratch};
+use super::resize::{Filter, Geometry, ResizeError, Resizer, Window};
 use super::tensor::{PooledTensor, TensorPool};
 
 /// Per-channel normalisation `(x / 255 - mean) / std`.
@@ -215,6 +216,33 @@ impl Preprocess {
             self.filter,
         )?;
         Ok(self.normalize_window(scratch, window, &plan, pool))
+    }
+
+    /// [`Preprocess::run`] on an image in its own Pillow mode (`pixels`, `width`×`height`):
+    /// the resize Pillow does in that mode (premultiplied for RGBA and LA, NEAREST for P and
+    /// 1, in CMYK or 16 bits), the crop, then `convert("RGB")`, as the PSR scripts'
+    /// transform sees an image it never converted. Only the kept window is resampled.
+    pub fn run_in_mode(
+        &self,
+        pixels: ModePixels<'_>,
+        (width, height): (u32, u32),
+        resizer: &mut Resizer,
+        scratch: (&mut ModeScratch, &mut Vec<u8>),
+        pool: &TensorPool,
+    ) -> Result<PooledTensor, ResizeError> {
+        let (modes, rgb) = scratch;
+        let plan = self.plan(width, height);
+        let window = plan.kept_window();
+        rgb.clear();
+        rgb.resize(window.w as usize * window.h as usize * 3, 0);
+        let geometry = Geometry {
+            src: (width, height),
+            area: None,
+            dst: (plan.resized_w, plan.resized_h),
+            window,
+        };
+        pillow::resize_to_rgb(resizer, pixels, geometry, self.filter, modes, rgb)?;
+        Ok(self.normalize_window(rgb, window, &plan, pool))
     }
 
     /// Copies the kept window (RGB8, `window.w` pixels a row) into a planar normalised

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 
+use super::pillow::ModeScratch;
 use super::resize::{ResizeError, Resizer};
 use super::{
     decode_image, DecodeLimits, DecodedImage, ImageError, PooledTensor, Preprocess, TensorPool,
@@ -17,6 +18,7 @@ struct Scratch {
     bytes: Vec<u8>,
     resized: Vec<u8>,
     resizer: Resizer,
+    modes: ModeScratch,
 }
 
 thread_local! {
@@ -24,6 +26,7 @@ thread_local! {
         bytes: Vec::new(),
         resized: Vec::new(),
         resizer: Resizer::new(),
+        modes: ModeScratch::default(),
     });
 }
 
@@ -47,6 +50,26 @@ pub fn to_tensor(
         let s = &mut *s.borrow_mut();
         let tensor = preprocess.run(image, &mut s.resizer, &mut s.resized, pool);
         release_spike(&mut s.resized);
+        s.resizer.shrink_to(MAX_RETAINED_BYTES);
+        tensor
+    })
+}
+
+/// Preprocesses a decoded image as Pillow would in its own mode (see
+/// [`Preprocess::run_in_mode`]), reusing this thread's buffers.
+pub fn to_tensor_in_mode(
+    image: &DecodedImage,
+    preprocess: &Preprocess,
+    pool: &TensorPool,
+) -> Result<PooledTensor, ResizeError> {
+    SCRATCH.with(|s| {
+        let s = &mut *s.borrow_mut();
+        let scratch = (&mut s.modes, &mut s.resized);
+        let size = image.rgb.dimensions();
+        let tensor =
+            preprocess.run_in_mode(image.mode_pixels(), size, &mut s.resizer, scratch, pool);
+        release_spike(&mut s.resized);
+        s.modes.shrink_to(MAX_RETAINED_BYTES);
         s.resizer.shrink_to(MAX_RETAINED_BYTES);
         tensor
     })

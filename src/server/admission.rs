@@ -203,15 +203,16 @@ fn overloaded(message: String) -> ApiError {
 pub struct RequestCost {
     /// Decoded pixels over the request's distinct images.
     pub pixels: u64,
-    /// Decoded bytes (RGB plus alpha) and model tensor bytes.
+    /// Decoded bytes (RGB plus alpha or the mode's own samples) and model tensor bytes.
     pub bytes: u64,
 }
 
 impl RequestCost {
-    /// Adds one decoded image: 4 bytes a pixel (RGB, and alpha when it has one).
+    /// Adds one decoded image: 4 bytes a pixel (RGB, and alpha when it has one), more for
+    /// the modes kept in their own samples too (CMYK 7, `I;16` 5).
     pub fn image(&mut self, header: &ImageHeader) {
         self.pixels += header.pixels();
-        self.bytes += header.pixels() * 4;
+        self.bytes += header.decoded_bytes();
     }
 
     /// Adds `count` `f32` tensors that `preprocess` makes from a `width`×`height` image.
