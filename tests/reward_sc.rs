@@ -119,6 +119,11 @@ async fn fallbacks_same_category_rule_and_rgba() {
     let body = |mode: &str| json!({"mode": mode, "items": [{"image": b64(&bytes), "subjects": [{"name": "red", "reference": red_ref}]}]});
     let psr = reward(&s, body("psr")).await;
     assert_eq!(subjects(&psr["results"][0])[0]["fallback"], "non_rgb");
+    assert_eq!(subjects(&psr["results"][0])[0]["fallback_mode"], "RGBA");
+    assert_eq!(
+        subjects(&psr["results"][0])[0]["reference_fallback_mode"],
+        json!(null)
+    );
     let robust = reward(&s, body("robust")).await;
     assert_eq!(
         subjects(&robust["results"][0])[0]["box"],
@@ -330,6 +335,10 @@ async fn bad_reward_requests_are_422_naming_the_field() {
     assert_eq!(
         subjects(&out["results"][0])[0]["reference_fallback"],
         "non_rgb"
+    );
+    assert_eq!(
+        subjects(&out["results"][0])[0]["reference_fallback_mode"],
+        "L"
     );
     // A 1x1 image is scored (whole-image fallback), not refused.
     let tiny = shape_scene(1, 1, &[]);

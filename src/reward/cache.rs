@@ -19,6 +19,8 @@ pub struct CachedReference {
     pub detected: bool,
     pub bbox: Option<[i64; 4]>,
     pub fallback: Option<super::Fallback>,
+    /// The Pillow mode of a reference that was not detected because it is not RGB.
+    pub fallback_mode: Option<&'static str>,
 }
 
 /// Cache key: content hash of the encoded reference, the subject name as given, and the
@@ -185,6 +187,7 @@ mod tests {
 
     fn entry(d: usize) -> CachedReference {
         CachedReference {
+            fallback_mode: None,
             embedding: vec![0.0; d].into(),
             detected: true,
             bbox: Some([0, 0, 1, 1]),

@@ -33,7 +33,9 @@ pub use subject_consistency::{
 pub enum Fallback {
     /// No query above the box threshold for this subject.
     NotDetected,
-    /// The image is not RGB (RGBA, LA, L, P, 16-bit grey): the PSR scripts skip detection.
+    /// The image does not open in Pillow mode RGB (RGBA, LA, L, P, 1, CMYK, I;16): the PSR
+    /// scripts' detector transform raises on it, so they skip detection. The subject's
+    /// `fallback_mode` names the mode.
     NonRgb,
     /// The box selects no pixels (the scripts' resize raises and they use the whole image).
     EmptyCrop,

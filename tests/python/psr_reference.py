@@ -289,7 +289,9 @@ def embed_input(img: Image.Image) -> Floats:
     """DINO preprocessing: Resize(256, bicubic), CenterCrop(224), RGB, normalise.
 
     The resize and crop happen on the image in its own mode, then ``convert("RGB")``
-    as in the script (identical to converting first for opaque images).
+    as in the script: Pillow resizes RGBA and LA premultiplied, P and 1 with NEAREST,
+    CMYK in CMYK and I;16 in 16 bits (identical to converting first only for RGB, L
+    and opaque images).
     """
     width, height = img.size
     if width <= height:
@@ -335,6 +337,9 @@ class SubjectResult:
     reference_detected: bool
     reference_box: Box | None
     reference_fallback: Fallback | None
+    # The PIL mode of an image that was not detected because it is not RGB.
+    fallback_mode: str | None = None
+    reference_fallback_mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -385,6 +390,8 @@ def subject_consistency(
                 reference_detected=ref_box is not None,
                 reference_box=ref_box,
                 reference_fallback=ref_fallback,
+                fallback_mode=gen_img.mode if fallback == "non_rgb" else None,
+                reference_fallback_mode=ref.mode if ref_fallback == "non_rgb" else None,
             )
         )
     score = float(np.mean([s.similarity for s in subjects]))

@@ -181,10 +181,17 @@ class Case:
     expect: tuple[Expect, ...]
     prompt: str = field(default="")
     image_png: bytes | None = None
+    ref_files: tuple[bytes, ...] = ()
 
     def image_bytes(self) -> bytes:
         """The generated image as sent: ``image_png`` when given, else its PNG."""
         return self.image_png if self.image_png is not None else png_bytes(self.image)
+
+    def reference_bytes(self) -> tuple[bytes, ...]:
+        """The references as sent: ``ref_files`` when given, else their PNGs."""
+        if self.ref_files:
+            return self.ref_files
+        return tuple(png_bytes(r) for r in self.refs)
 
 
 def _ref(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import psr_mode_scenes as mode_scenes
 import psr_reference as ref
 import psr_scenes as scenes
 import pytest
@@ -212,7 +213,10 @@ def _inside(box: tuple[int, int, int, int], rect: tuple[int, int, int, int]) -> 
     )
 
 
-@pytest.mark.parametrize("case", scenes.cases(), ids=lambda c: c.name)
+ALL_CASES = (*scenes.cases(), *mode_scenes.cases())
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.name)
 def test_scene_does_what_it_is_designed_for(case: scenes.Case) -> None:
     result = ref.subject_consistency(case.image, case.refs, case.categories)
     assert len(result.subjects) == len(case.expect)
@@ -253,13 +257,32 @@ def test_scene_modes() -> None:
     assert rgba.mode == "RGBA" and np.all(np.asarray(rgba)[..., 3] == 255)
     assert by_name["l_mode_reference"].refs[1].mode == "L"
     assert by_name["l16_reference"].refs[1].mode == "I;16"
+    modes = {c.name: c.refs[1].mode for c in mode_scenes.cases()}
+    assert sorted(set(modes.values())) == ["1", "CMYK", "LA", "P", "RGBA"]
+    assert "transparency" in by_name_mode("p_transparency_reference").refs[1].info
     # What is sent decodes (as the script's Image.open) to the image the reference uses.
-    for case in scenes.cases():
-        sent = [case.image_bytes(), *(scenes.png_bytes(r) for r in case.refs)]
+    for case in ALL_CASES:
+        sent = [case.image_bytes(), *case.reference_bytes()]
         for data, img in zip(sent, (case.image, *case.refs), strict=True):
             decoded = Image.open(io.BytesIO(data))
             assert decoded.mode == img.mode
             np.testing.assert_array_equal(np.asarray(decoded), np.asarray(img))
+
+
+def by_name_mode(name: str) -> scenes.Case:
+    """The mode scene called ``name``."""
+    return next(c for c in mode_scenes.cases() if c.name == name)
+
+
+def test_cutouts_store_their_colour_where_transparent() -> None:
+    for stored in ("white", "grey", "black"):
+        img = by_name_mode(f"rgba_cutout_{stored}_reference").refs[1]
+        arr = np.asarray(img)
+        clear = arr[..., 3] == 0
+        assert clear.mean() > 0.5 and (arr[..., 3] == 255).any()
+        assert ((arr[..., 3] > 0) & (arr[..., 3] < 255)).any(), "a soft edge"
+        value = {"white": 255, "grey": 128, "black": 0}[stored]
+        assert np.all(arr[clear][:, :3] == value)
 
 
 def test_pillow_keeps_the_high_byte_of_16_bit_rgb() -> None:

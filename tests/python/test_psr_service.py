@@ -24,10 +24,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import psr_mode_scenes as mode_scenes
 import psr_reference as ref
 import psr_scenes as scenes
 import pytest
-from PIL import Image
 from service import BINARY, REPO, binary_missing, post_json, running_service
 
 TOLERANCE = 1e-4
@@ -97,19 +97,19 @@ def service() -> Iterator[str]:
 # ----------------------------------------------------------------------- requests
 
 
-def b64_png(img: Image.Image) -> str:
-    """Base64 of the image's PNG encoding."""
-    return base64.b64encode(scenes.png_bytes(img)).decode("ascii")
+def b64(data: bytes) -> str:
+    """Base64 text of ``data``."""
+    return base64.b64encode(data).decode("ascii")
 
 
 def request_item(case: scenes.Case) -> dict[str, Any]:
     """The request item of one scene."""
     return {
-        "image": base64.b64encode(case.image_bytes()).decode("ascii"),
+        "image": b64(case.image_bytes()),
         "prompt": case.prompt,
         "subjects": [
-            {"name": name, "reference": b64_png(img)}
-            for name, img in zip(case.categories, case.refs, strict=True)
+            {"name": name, "reference": b64(data)}
+            for name, data in zip(case.categories, case.reference_bytes(), strict=True)
         ],
     }
 
@@ -154,18 +154,22 @@ def assert_matches(
             "detected": got["detected"],
             "box": got["box"],
             "fallback": got["fallback"],
+            "fallback_mode": got.get("fallback_mode"),
             "reference_detected": got["reference_detected"],
             "reference_box": got["reference_box"],
             "reference_fallback": got["reference_fallback"],
+            "reference_fallback_mode": got.get("reference_fallback_mode"),
         }
         wanted = {
             "name": exp.name,
             "detected": exp.detected,
             "box": _box(exp.box),
             "fallback": exp.fallback,
+            "fallback_mode": exp.fallback_mode,
             "reference_detected": exp.reference_detected,
             "reference_box": _box(exp.reference_box),
             "reference_fallback": exp.reference_fallback,
+            "reference_fallback_mode": exp.reference_fallback_mode,
         }
         assert actual == wanted, f"{where}: service {actual} != reference {wanted}"
         assert abs(got["similarity"] - exp.similarity) <= TOLERANCE, (
@@ -185,15 +189,10 @@ def assert_matches(
 
 # -------------------------------------------------------------------------- tests
 
-# Known, documented difference (README, "PSR compatibility"): for 16-bit grey images the
-# service converts to 8-bit before resizing, while Pillow resizes in mode I;16 and clamps
-# afterwards; the similarities then differ by about 1e-3.
-NOT_EXACT = {"l16_reference"}
-
 
 def service_cases() -> list[scenes.Case]:
-    """The scenes the service must match exactly."""
-    return [c for c in scenes.cases() if c.name not in NOT_EXACT]
+    """The scenes the service must match: every scene, every reference mode."""
+    return [*scenes.cases(), *mode_scenes.cases()]
 
 
 CASE_IDS = [c.name for c in service_cases()]
@@ -217,9 +216,9 @@ def test_all_scenes_in_one_request_match_reference(service: str) -> None:
         except AssertionError as e:  # report every item, not just the first
             mismatches.append(str(e).splitlines()[0])
         subjects = result["components"]["subject_consistency"]["subjects"]
-        for img, got in zip(case.refs, subjects, strict=True):
-            hashes.setdefault(scenes.png_bytes(img), got["reference"])
-            assert hashes[scenes.png_bytes(img)] == got["reference"], case.name
+        for data, got in zip(case.reference_bytes(), subjects, strict=True):
+            hashes.setdefault(data, got["reference"])
+            assert hashes[data] == got["reference"], case.name
     # Distinct reference images have distinct hashes.
     assert len(set(hashes.values())) == len(hashes)
     assert not mismatches, "\n".join(mismatches)

@@ -149,6 +149,7 @@ pub async fn score_items(
                 detected: false,
                 bbox: None,
                 fallback: Some(Fallback::NotDetected),
+                fallback_mode: None,
             },
             Some(d) => {
                 let b = crop::truncate_box(d.bbox);
@@ -158,6 +159,7 @@ pub async fn score_items(
                     detected: true,
                     bbox: Some(b),
                     fallback: window.is_none().then_some(Fallback::EmptyCrop),
+                    fallback_mode: None,
                 }
             }
         }
@@ -170,6 +172,7 @@ pub async fn score_items(
         detected: false,
         bbox: None,
         fallback: Some(Fallback::NonRgb),
+        fallback_mode: Some(images[img].mode.name()),
     };
     let ref_choices: Vec<Choice> = pending
         .iter()
@@ -261,6 +264,7 @@ pub async fn score_items(
                 detected: c.detected,
                 bbox: c.bbox,
                 fallback: c.fallback,
+                fallback_mode: c.fallback_mode,
             };
             // Only trustworthy references are remembered.
             if problem.is_none() {
@@ -337,9 +341,11 @@ pub async fn score_items(
                 detected: g.detected,
                 bbox: g.bbox,
                 fallback: g.fallback,
+                fallback_mode: g.fallback_mode,
                 reference_detected: r.detected,
                 reference_box: r.bbox,
                 reference_fallback: r.fallback,
+                reference_fallback_mode: r.fallback_mode,
                 reference: match &subject.reference {
                     ReferenceInput::Image(d) => d.content_hash.clone(),
                     ReferenceInput::Cached(h) => h.clone(),
@@ -437,14 +443,16 @@ fn resolve(
     let composite = opts.alpha == AlphaRule::CompositeWhite;
     let mut images: Vec<Img> = Vec::new();
     let mut add_image = |d: &Arc<DecodedImage>| {
-        let pixels = if composite && d.alpha.is_some() {
-            Pixels::Composited(Arc::new(d.composited_on_white()))
-        } else {
-            Pixels::Decoded(d.clone())
+        let pixels = match (composite, d.alpha.is_some()) {
+            (true, true) => Pixels::Composited(Arc::new(d.composited_on_white())),
+            (true, false) => Pixels::Decoded(d.clone()),
+            // The scripts' rule: the image as Pillow opened it, detected only in mode RGB.
+            (false, _) => Pixels::AsOpened(d.clone()),
         };
         images.push(Img {
             pixels,
             detectable: composite || d.is_pillow_rgb(),
+            mode: d.mode,
         });
         images.len() - 1
     };

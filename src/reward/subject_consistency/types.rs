@@ -91,9 +91,14 @@ pub struct SubjectScore {
     pub bbox: Option<[i64; 4]>,
     /// Why the whole generated image was embedded instead of the crop.
     pub fallback: Option<Fallback>,
+    /// With `fallback: non_rgb`, the Pillow mode the generated image opens in (`"RGBA"`,
+    /// `"LA"`, `"L"`, `"P"`, `"1"`, `"CMYK"`, `"I;16"`).
+    pub fallback_mode: Option<&'static str>,
     pub reference_detected: bool,
     pub reference_box: Option<[i64; 4]>,
     pub reference_fallback: Option<Fallback>,
+    /// With `reference_fallback: non_rgb`, the Pillow mode of the reference.
+    pub reference_fallback_mode: Option<&'static str>,
     /// Content hash of the reference: send `{"ref": hash}` next time instead of the image.
     pub reference: String,
 }

@@ -12,7 +12,7 @@ use super::super::crop;
 use super::super::Fallback;
 use super::types::{ItemInput, ScError, ScServices, StageTiming};
 use crate::batcher::{await_all, SubmitOptions, Ticket};
-use crate::imaging;
+use crate::imaging::{self, DecodedImage, PillowMode};
 use crate::models::TokenizeError;
 
 /// An image of the request as the models see it.
@@ -20,20 +20,25 @@ pub(super) struct Img {
     /// RGB pixels used for detection and crops (alpha dropped or composited).
     pub(super) pixels: Pixels,
     pub(super) detectable: bool,
+    /// The Pillow mode the file opens in.
+    pub(super) mode: PillowMode,
 }
 
-/// An image's RGB pixels: the decoded image itself (shared, never copied), or its
-/// composite on white when the options ask for one.
+/// An image's pixels: the decoded image itself (shared, never copied) as RGB, or as Pillow
+/// holds it in its own mode (`alpha: skip_detection`, the scripts' rule), or its composite
+/// on white when the options ask for one.
 #[derive(Clone)]
 pub(super) enum Pixels {
-    Decoded(Arc<crate::imaging::DecodedImage>),
+    Decoded(Arc<DecodedImage>),
+    AsOpened(Arc<DecodedImage>),
     Composited(Arc<RgbImage>),
 }
 
 impl Pixels {
+    /// The RGB pixels (what detection and box crops use).
     pub(super) fn rgb(&self) -> &RgbImage {
         match self {
-            Pixels::Decoded(d) => &d.rgb,
+            Pixels::Decoded(d) | Pixels::AsOpened(d) => &d.rgb,
             Pixels::Composited(c) => c,
         }
     }
@@ -59,6 +64,8 @@ pub(super) struct Choice {
     pub(super) detected: bool,
     pub(super) bbox: Option<[i64; 4]>,
     pub(super) fallback: Option<Fallback>,
+    /// The image's Pillow mode when the fallback is `non_rgb`.
+    pub(super) fallback_mode: Option<&'static str>,
 }
 
 /// Subjects of one item sharing a category, decided by assignment after embedding.
@@ -113,7 +120,8 @@ pub(super) fn name_locator(
     }
 }
 
-/// Preprocesses every crop on the CPU pool and embeds them all in one submission.
+/// Preprocesses every crop on the CPU pool and embeds them all in one submission. A whole
+/// image kept as opened is resampled as Pillow does in its mode; crops and composites are RGB.
 pub(super) async fn embed_all(
     svc: &ScServices,
     embedder: &crate::models::ImageLane,
@@ -135,10 +143,10 @@ pub(super) async fn embed_all(
         .cpu
         .run(move || {
             cpu.map(work, |(pixels, window)| {
-                let rgb = pixels.rgb();
-                let result = match window {
-                    Some(w) => imaging::to_tensor(&crop::crop(rgb, w), &pre, &pool),
-                    None => imaging::to_tensor(rgb, &pre, &pool),
+                let result = match (window, &pixels) {
+                    (Some(w), _) => imaging::to_tensor(&crop::crop(pixels.rgb(), w), &pre, &pool),
+                    (None, Pixels::AsOpened(d)) => imaging::to_tensor_in_mode(d, &pre, &pool),
+                    (None, _) => imaging::to_tensor(pixels.rgb(), &pre, &pool),
                 };
                 result.map_err(|e| ScError::Preprocess(e.to_string()))
             })

@@ -26,6 +26,10 @@ class SubjectScore:
     reference_fallback: str | None
     #: Content hash the server knows the reference by (what the client sends as ``{"ref"}``).
     reference: str | None
+    #: With ``fallback == "non_rgb"``, the Pillow mode of the generated image ("RGBA", ...).
+    fallback_mode: str | None = None
+    #: With ``reference_fallback == "non_rgb"``, the Pillow mode of the reference.
+    reference_fallback_mode: str | None = None
 
     @staticmethod
     def from_json(obj: Mapping[str, Any]) -> SubjectScore:
@@ -40,6 +44,8 @@ class SubjectScore:
             reference_box=obj.get("reference_box"),
             reference_fallback=obj.get("reference_fallback"),
             reference=obj.get("reference"),
+            fallback_mode=obj.get("fallback_mode"),
+            reference_fallback_mode=obj.get("reference_fallback_mode"),
         )
 
 
