@@ -44,7 +44,7 @@ pub(super) trait Kernel {
     fn temp(temps: &mut Temps) -> &mut Vec<Self::Sample>;
 }
 
-/// Interleaved 8-bit pixels of `C` bands (RGB, and RGBa / La / CMYK as four bands).
+/// Interleaved 8-bit pixels of `C` bands, 3 (RGB) or 4 (RGBa, La as four bands, CMYK).
 pub(super) struct Bands8<const C: usize>;
 
 impl<const C: usize> Kernel for Bands8<C> {
@@ -52,6 +52,7 @@ impl<const C: usize> Kernel for Bands8<C> {
     const CHANNELS: usize = C;
 
     fn horizontal(src: &[u8], src_w: usize, taps: &Taps, out: &mut [u8]) {
+        const { assert!(C == 3 || C == 4, "three or four bands") };
         // Common tap counts get a constant trip count so the tap loop unrolls.
         match taps.spans.first().map_or(0, |s| s.len) {
             2 => horizontal_8bit::<C>(src, src_w, taps, out, 2),
@@ -103,7 +104,9 @@ fn clip8(acc: i32) -> u8 {
 }
 
 /// Body of the 8-bit horizontal pass for `k` taps per output pixel. Sums stay far inside
-/// `i32`: each normalised weight set has an absolute sum below 2.
+/// `i32`: each normalised weight set has an absolute sum below 2. The bands are written out
+/// (scalar accumulators, not an array) so the tap loop stays as fast as a hand-written one
+/// even at low optimisation levels.
 #[inline(always)]
 fn horizontal_8bit<const C: usize>(
     src: &[u8],
@@ -117,14 +120,20 @@ fn horizontal_8bit<const C: usize>(
         for (px, span) in out_row.chunks_exact_mut(C).zip(&taps.spans) {
             let pixels = &in_row[span.start * C..][..k * C];
             let weights = &taps.coeffs[span.coeff..][..k];
-            let mut acc = [HALF; C];
+            let (mut s0, mut s1, mut s2, mut s3) = (HALF, HALF, HALF, HALF);
             for (p, &w) in pixels.chunks_exact(C).zip(weights) {
-                for (a, &v) in acc.iter_mut().zip(p) {
-                    *a += i32::from(v) * w;
+                s0 += i32::from(p[0]) * w;
+                s1 += i32::from(p[1]) * w;
+                s2 += i32::from(p[2]) * w;
+                if C == 4 {
+                    s3 += i32::from(p[3]) * w;
                 }
             }
-            for (o, a) in px.iter_mut().zip(acc) {
-                *o = clip8(a);
+            px[0] = clip8(s0);
+            px[1] = clip8(s1);
+            px[2] = clip8(s2);
+            if C == 4 {
+                px[3] = clip8(s3);
             }
         }
     }
