@@ -280,3 +280,36 @@ fn cmyk_jpegs_decode_as_pillow_within_the_idct_rounding() {
         );
     }
 }
+
+/// RGB JPEGs (4:2:0, as Pillow writes them by default) decode through `image`'s zune-jpeg
+/// too: besides the IDCT, its chroma upsampling differs from libjpeg-turbo's "fancy"
+/// upsampling. Measured, and bounded so a decoder change that moves further is noticed.
+const RGB_JPEG_MAX_DIFF: i64 = 8;
+const RGB_JPEG_MAX_SHARE: f64 = 0.25;
+
+#[test]
+fn rgb_jpegs_decode_near_pillow() {
+    let manifest = manifest();
+    let cases = manifest["rgb_jpeg"]
+        .as_array()
+        .expect("no rgb_jpeg: rerun `make fixtures`");
+    assert!(!cases.is_empty());
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let decoded = decode_bytes(&file(case, "input"), &LIMITS).expect("JPEG decodes");
+        assert!(decoded.is_pillow_rgb(), "{name}");
+        let want = image::load_from_memory(&file(case, "expected"))
+            .unwrap()
+            .into_rgb8();
+        let (max, n) = compare(decoded.rgb.as_raw(), want.as_raw()).unwrap_or((0, 0));
+        let share = n as f64 / want.as_raw().len() as f64;
+        eprintln!(
+            "{name}: {n} of {} samples differ from Pillow's (max {max})",
+            want.as_raw().len()
+        );
+        assert!(
+            max <= RGB_JPEG_MAX_DIFF && share <= RGB_JPEG_MAX_SHARE,
+            "{name}: max {max}, {share:.4}"
+        );
+    }
+}

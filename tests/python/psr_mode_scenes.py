@@ -7,6 +7,9 @@ sees: ``resize`` works premultiplied on RGBA and LA (a transparent pixel comes o
 whatever colour it stores), always NEAREST on P and 1, in CMYK for CMYK, and the
 detector's transform refuses every mode but RGB (the image is used uncropped).
 
+``rgb_jpeg_reference`` is the control: an RGB JPEG, detected, where only the decoders
+(libjpeg-turbo in Pillow, zune-jpeg here) can differ.
+
 Every scene has the RGB two-subject generated image of ``psr_scenes`` (a red box and a
 blue ball) and two references: the red one in RGB, the blue one in the mode under test,
 sent as the bytes in ``Case.ref_files`` (``Image.open`` of those bytes is ``Case.refs``).
@@ -25,6 +28,8 @@ from PIL import Image
 # The blue subject of the reference: a textured ellipse, as in psr_scenes' two_subjects.
 REF_SIZE = (320, 240)
 BLUE = scenes.Shape("blue", 80, 50, 170, 130, "ellipse", 12)
+# The RGB JPEG control's shape, inside one detector region so its box is the whole shape.
+BLUE_JPEG = scenes.Shape("blue", 30, 25, 110, 80, "ellipse", 12)
 # Width of the soft edge, as a fraction of the radius: alpha ramps 0..255 across it.
 EDGE = 0.12
 
@@ -76,6 +81,15 @@ def cmyk_jpeg() -> bytes:
     return buf.getvalue()
 
 
+def rgb_jpeg() -> bytes:
+    """The blue reference scene as an RGB JPEG (Pillow's default 4:2:0 subsampling)."""
+    width, height = REF_SIZE
+    rgb = Image.fromarray(scenes.scene_array(width, height, (BLUE_JPEG,), seed=12))
+    buf = io.BytesIO()
+    rgb.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
 def reference_files() -> dict[str, bytes]:
     """Scene name -> the blue reference's file."""
     width, height = REF_SIZE
@@ -93,6 +107,7 @@ def reference_files() -> dict[str, bytes]:
         "p_transparency_reference": palette_with_transparency(),
         "bilevel_reference": _png(blue_rgb.convert("1")),
         "cmyk_jpeg_reference": cmyk_jpeg(),
+        "rgb_jpeg_reference": rgb_jpeg(),
     }
 
 
@@ -115,7 +130,10 @@ def cases() -> tuple[scenes.Case, ...]:
                 ("red", "blue"),
                 (
                     scenes.Expect(red, None, red_ref_shape),
-                    scenes.Expect(blue, None, None, "non_rgb"),
+                    # An RGB JPEG is detected; every other mode is not.
+                    scenes.Expect(blue, None, BLUE_JPEG, None)
+                    if name == "rgb_jpeg_reference"
+                    else scenes.Expect(blue, None, None, "non_rgb"),
                 ),
                 "a red box and a blue ball cut out",
                 ref_files=(red_png, data),

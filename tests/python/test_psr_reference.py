@@ -258,7 +258,7 @@ def test_scene_modes() -> None:
     assert by_name["l_mode_reference"].refs[1].mode == "L"
     assert by_name["l16_reference"].refs[1].mode == "I;16"
     modes = {c.name: c.refs[1].mode for c in mode_scenes.cases()}
-    assert sorted(set(modes.values())) == ["1", "CMYK", "LA", "P", "RGBA"]
+    assert sorted(set(modes.values())) == ["1", "CMYK", "LA", "P", "RGB", "RGBA"]
     assert "transparency" in by_name_mode("p_transparency_reference").refs[1].info
     # What is sent decodes (as the script's Image.open) to the image the reference uses.
     for case in ALL_CASES:
