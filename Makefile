@@ -107,8 +107,8 @@ lint: setup
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo check --quiet --features cuda,tensorrt
-	$(VENV)/bin/ruff check tests tools
-	$(VENV)/bin/ruff format --check tests tools
+	$(VENV)/bin/ruff check tests tools benches
+	$(VENV)/bin/ruff format --check tests tools benches
 	$(VENV)/bin/ruff check clients
 	$(VENV)/bin/ruff format --check clients
 	cd clients/python && $(abspath $(VENV))/bin/mypy

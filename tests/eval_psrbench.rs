@@ -88,7 +88,7 @@ async fn the_mini_benchmark_gives_the_hand_computed_table_and_resumes() {
         }),
         ..Config::default()
     };
-    let server = TestServer::start_with(default_manifest(), config).await;
+    let server = TestServer::start_with(default_manifest(), config.clone()).await;
     let root = std::env::temp_dir().join(format!("psr-eval-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     write_bench(&root);
@@ -149,5 +149,24 @@ async fn the_mini_benchmark_gives_the_hand_computed_table_and_resumes() {
     let html = std::fs::read_to_string(&first.files.html).unwrap();
     assert_eq!(html.matches("class=sample ").count(), 6);
     server.stop().await;
+
+    // Another aesthetic normalisation changes the scores: the journal is refused.
+    let mut rescaled = config;
+    rescaled.rewards.normalization.insert(
+        "aesthetic".into(),
+        psr_reward::reward::Normalization {
+            scale: 0.2,
+            offset: 0.0,
+        },
+    );
+    let other = TestServer::start_with(default_manifest(), rescaled).await;
+    let refused = evaluate(&Backend::in_process(other.state.clone()), &eval).await;
+    match refused {
+        Err(psr_reward::eval::EvalError::Journal(why)) => {
+            assert!(why.contains("normalization"), "{why}")
+        }
+        other => panic!("resumed across a changed normalisation: {:?}", other.err()),
+    }
+    other.stop().await;
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -1,7 +1,7 @@
 //! What the scoring service computes and with what, read from its `/info` the same way in
 //! process and over HTTP: the components it serves (the report says which it does not),
 //! the longest deadline it accepts, and a fingerprint of everything that shapes a score
-//! (models and their files, judge model and templates, mode), which the resume journal
+//! (models and their files, judge model and templates, normalisation, mode), which the resume journal
 //! compares before it reuses a single result.
 
 use std::collections::BTreeMap;
@@ -41,7 +41,7 @@ pub async fn describe(backend: &Backend, mode: Mode) -> Result<Deployment, EvalE
         let info: Value = serde_json::from_slice(&reply.body).map_err(|e| {
             EvalError::Service(format!("{name}/info: not the service's JSON ({e})"))
         })?;
-        let d = from_info(&info, mode, backend);
+        let d = from_info(&info, mode);
         match &first {
             None => first = Some((d, name.clone())),
             Some((f, fname)) if f.fingerprint != d.fingerprint => {
@@ -76,7 +76,7 @@ async fn wait_ready(backend: &Backend, target: usize, name: &str) -> Result<(), 
 }
 
 /// Components, deadline and fingerprint from one `/info` document.
-fn from_info(info: &Value, mode: Mode, backend: &Backend) -> Deployment {
+fn from_info(info: &Value, mode: Mode) -> Deployment {
     let models = info["models"].as_array().cloned().unwrap_or_default();
     let has_role = |role: &str| models.iter().any(|m| m["role"] == role);
     let remote = info["remote"].as_array().cloned().unwrap_or_default();
@@ -129,16 +129,13 @@ fn from_info(info: &Value, mode: Mode, backend: &Backend) -> Deployment {
             })
         })
         .collect();
-    let normalization = backend
-        .state()
-        .map(|s| serde_json::to_value(&s.config().rewards.normalization).unwrap_or(Value::Null));
     let fingerprint = json!({
         "service_version": info["version"],
         "mode": mode,
         "models": model_prints,
         "judge": judge.map(|j| json!({"model": j["model"], "templates": j["templates"]})),
         "aesthetic_remote": aesthetic_remote.map(|a| a["url"].clone()),
-        "normalization": normalization,
+        "normalization": info["rewards"]["normalization"],
     });
     Deployment {
         components,

@@ -102,8 +102,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def running_service(manifest: Path) -> Iterator[str]:
+def running_service(manifest: Path, config: Path | None = None) -> Iterator[str]:
     """Base URL of a ``psr-reward serve`` process on ``manifest``, once ready.
+
+    ``config`` is the service's TOML file (``PSR_CONFIG``), when the test needs one.
 
     Fails the test (with the tail of the service's log) when the process exits
     before ``GET /ready`` answers 200, or is not ready within ``READY_TIMEOUT_S``.
@@ -116,6 +118,8 @@ def running_service(manifest: Path) -> Iterator[str]:
         PSR_MODELS=str(manifest),
         PSR_ORT_LIBRARY=str(ORT_LIBRARY),
     )
+    if config is not None:
+        env["PSR_CONFIG"] = str(config)
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="psr-service-") as tmp:
         log = Path(tmp) / "service.log"

@@ -13,27 +13,22 @@ anything else:
 Screenshots (the rendered page, then the executed example) are kept in
 ``target/test-artifacts/``. ``/openapi.json`` must also pass openapi-spec-validator.
 
-Environment: ``PSR_CHROMIUM`` / ``PSR_CHROMEDRIVER`` (default: ``chromium`` and
-``chromedriver`` on ``PATH``, installed by ``make setup``), ``PSR_BINARY`` and
-``PSR_ORT_LIBRARY`` (see ``service.py``).
+Environment: ``PSR_CHROMIUM`` / ``PSR_CHROMEDRIVER`` (see ``browser.py``),
+``PSR_BINARY`` and ``PSR_ORT_LIBRARY`` (see ``service.py``).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from browser import headless_chrome, needs_browser, screenshot
 from openapi_spec_validator import validate
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
@@ -43,9 +38,6 @@ from service import REPO, binary_missing, post_json, running_service
 MANIFEST = REPO / "models" / "default.toml"
 MBV2_ONNX = REPO / ".deps" / "mobilenetv2_embedder.onnx"
 FIXTURE_DETECTOR = REPO / "tests" / "fixtures" / "generated" / "detector.onnx"
-CHROMIUM = os.environ.get("PSR_CHROMIUM") or shutil.which("chromium") or ""
-CHROMEDRIVER = os.environ.get("PSR_CHROMEDRIVER") or shutil.which("chromedriver") or ""
-ARTIFACTS = REPO / "target" / "test-artifacts"
 #: Every documented operation, by path.
 ROUTES = [
     "/v1/reward",
@@ -67,11 +59,6 @@ pytestmark = [
     ),
 ]
 
-needs_browser = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="chromium / chromedriver not found: run `make setup` (Debian packages)",
-)
-
 
 @pytest.fixture(scope="module")
 def docs_service() -> Iterator[str]:
@@ -87,50 +74,11 @@ def get_json(url: str) -> Any:
         return json.loads(resp.read())
 
 
-def chromium_flags(user_data_dir: str) -> list[str]:
-    """Headless Chromium that can reach 127.0.0.1 and nothing else."""
-    return [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-extensions",
-        "--no-first-run",
-        "--no-default-browser-check",
-        f"--user-data-dir={user_data_dir}",
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-        "--proxy-server=http://127.0.0.1:9",
-        "--proxy-bypass-list=127.0.0.1",
-        "--window-size=1280,1600",
-    ]
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
     """A fresh headless Chromium (new profile) with its network log on."""
-    with (
-        tempfile.TemporaryDirectory(prefix="psr-chromium-") as profile,
-        pytest.MonkeyPatch.context() as mp,
-    ):
-        # chromedriver is reached on localhost: never through a proxy from the env.
-        for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-            mp.delenv(var, raising=False)
-        mp.setenv("SE_AVOID_STATS", "true")
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for flag in chromium_flags(profile):
-            options.add_argument(flag)
-        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-        driver = webdriver.Chrome(
-            options=options, service=Service(executable_path=CHROMEDRIVER)
-        )
-        try:
-            yield driver
-        finally:
-            driver.quit()
+    with headless_chrome(network_log=True) as driver:
+        yield driver
 
 
 def requested_urls(driver: webdriver.Chrome) -> list[str]:
@@ -156,15 +104,6 @@ def operation(driver: webdriver.Chrome, path: str) -> WebElement:
         if shown.get_attribute("data-path") == path:
             return block
     raise AssertionError(f"operation {path} is not rendered")
-
-
-def screenshot(driver: webdriver.Chrome, name: str) -> Path:
-    """Saves the viewport as ``target/test-artifacts/<name>``."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    out = ARTIFACTS / name
-    assert driver.save_screenshot(str(out)), f"screenshot {out} failed"
-    assert out.stat().st_size > 10_000, f"screenshot {out} looks blank"
-    return out
 
 
 def check_reward(body: Any) -> float:

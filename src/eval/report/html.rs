@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use super::thumbs::{Thumb, Thumbs};
-use crate::eval::dataset::{Sample, Subset};
-use crate::eval::request::{Scores, SubjectScores};
+use crate::eval::dataset::{Alignment, Sample, Subset};
+use crate::eval::request::{SaScores, ScScores, Scores, SubjectScores};
 use crate::eval::results::ResultSet;
 use crate::eval::runner::Outcome;
 use crate::eval::summary::Summary;
@@ -309,13 +309,13 @@ fn sample_card(
     c
 }
 
+/// A scored sample of one set: the generated image with its boxes, then each component.
 fn scored_block(
     path: Option<&std::path::Path>,
     scores: &Scores,
-    alignment: crate::eval::dataset::Alignment,
+    alignment: Alignment,
     thumbs: &mut Thumbs,
 ) -> String {
-    let mut c = String::new();
     let subjects = scores
         .subject_consistency
         .as_ref()
@@ -326,68 +326,20 @@ fn scored_block(
         .enumerate()
         .filter_map(|(j, s)| s.bbox.map(|b| (j, b)))
         .collect();
-    match path.and_then(|p| thumbs.get(p)) {
-        Some(t) => c.push_str(&thumb_html(&t, "generated image", &boxes)),
-        None => c.push_str(&missing("image cannot be shown")),
-    }
+    let mut c = match path.and_then(|p| thumbs.get(p)) {
+        Some(t) => thumb_html(&t, "generated image", &boxes),
+        None => missing("image cannot be shown"),
+    };
     if let Some(sc) = &scores.subject_consistency {
-        let _ = write!(
-            c,
-            "<div>SC <span class=score>{:.3}</span></div><ul>",
-            sc.score
-        );
-        for (j, s) in sc.subjects.iter().enumerate() {
-            let how = match (s.detected, s.fallback) {
-                (true, _) => "detected".to_string(),
-                (false, Some(f)) => format!(
-                    "whole image ({})",
-                    serde_json::to_value(f)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default()
-                ),
-                (false, None) => "whole image".to_string(),
-            };
-            let _ = write!(
-                c,
-                "<li><span style=\"color:{}\">■</span> {} {:.3} · {how}</li>",
-                BOX_COLOURS[j % BOX_COLOURS.len()],
-                esc(&s.name),
-                s.similarity
-            );
-        }
-        c.push_str("</ul>");
+        subjects_html(&mut c, sc);
     }
     match alignment {
-        crate::eval::dataset::Alignment::Semantic => {
+        Alignment::Semantic => {
             if let Some(sa) = &scores.semantic_alignment {
-                let mut flags = Vec::new();
-                if sa.substituted {
-                    flags.push("5 substituted");
-                }
-                if sa.dropped {
-                    flags.push("dropped");
-                }
-                if sa.out_of_range {
-                    flags.push("out of range");
-                }
-                let _ = write!(
-                    c,
-                    "<div>Judge <span class=score>{}</span> (raw {}) {}</div>",
-                    num(sa.score),
-                    sa.raw.map_or("–".to_string(), |r| r.to_string()),
-                    esc(&flags.join(", "))
-                );
-                if let Some(a) = &sa.answer {
-                    let _ = write!(
-                        c,
-                        "<details><summary>reasoning</summary>{}</details>",
-                        esc(a)
-                    );
-                }
+                judge_html(&mut c, sa);
             }
         }
-        crate::eval::dataset::Alignment::Position => {
+        Alignment::Position => {
             if let Some(p) = &scores.position {
                 let _ = write!(
                     c,
@@ -410,4 +362,62 @@ fn scored_block(
         let _ = write!(c, "<div class=bad>{}: {}</div>", esc(k), esc(e));
     }
     c
+}
+
+/// Subject consistency and, per subject (in its box's colour), its similarity and whether
+/// its box was detected or the whole image was used (with the fallback's reason).
+fn subjects_html(c: &mut String, sc: &ScScores) {
+    let _ = write!(
+        c,
+        "<div>SC <span class=score>{:.3}</span></div><ul>",
+        sc.score
+    );
+    for (j, s) in sc.subjects.iter().enumerate() {
+        let how = match (s.detected, s.fallback) {
+            (true, _) => "detected".to_string(),
+            (false, Some(f)) => format!(
+                "whole image ({})",
+                serde_json::to_value(f)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            ),
+            (false, None) => "whole image".to_string(),
+        };
+        let _ = write!(
+            c,
+            "<li><span style=\"color:{}\">■</span> {} {:.3} · {how}</li>",
+            BOX_COLOURS[j % BOX_COLOURS.len()],
+            esc(&s.name),
+            s.similarity
+        );
+    }
+    c.push_str("</ul>");
+}
+
+/// The judge's normalised and raw score, how the scripts treated the answer, and the
+/// answer itself (folded).
+fn judge_html(c: &mut String, sa: &SaScores) {
+    let flags: Vec<&str> = [
+        (sa.substituted, "5 substituted"),
+        (sa.dropped, "dropped"),
+        (sa.out_of_range, "out of range"),
+    ]
+    .into_iter()
+    .filter_map(|(on, label)| on.then_some(label))
+    .collect();
+    let _ = write!(
+        c,
+        "<div>Judge <span class=score>{}</span> (raw {}) {}</div>",
+        num(sa.score),
+        sa.raw.map_or("–".to_string(), |r| r.to_string()),
+        esc(&flags.join(", "))
+    );
+    if let Some(a) = &sa.answer {
+        let _ = write!(
+            c,
+            "<details><summary>reasoning</summary>{}</details>",
+            esc(a)
+        );
+    }
 }

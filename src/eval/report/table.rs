@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use crate::eval::dataset::Subset;
 use crate::eval::summary::{subset_names, Summary};
 
 /// The three metric columns: (label, component, value of a subset, value overall).
@@ -34,16 +35,21 @@ const COLUMNS: [Column; 3] = [
     ),
 ];
 
-/// Whether a table column has any component computed (alignment: either kind).
-fn computed(summary: &Summary, component: &str) -> bool {
+/// Whether `component` is computed for `subset` (`None`: for any subset, the overall row).
+/// Alignment is the judge for every subset but Position, which is box geometry.
+fn computed(summary: &Summary, component: &str, subset: Option<&str>) -> bool {
     let c = &summary.components;
-    match component {
-        "subject_consistency" => c.subject_consistency,
-        "aesthetic" => c.aesthetic,
-        _ => c.semantic_alignment || c.position,
+    match (component, subset) {
+        ("subject_consistency", _) => c.subject_consistency,
+        ("aesthetic", _) => c.aesthetic,
+        (_, None) => c.semantic_alignment || c.position,
+        (_, Some(s)) if Subset::parse(s) == Some(Subset::Position) => c.position,
+        (_, Some(_)) => c.semantic_alignment,
     }
 }
 
+/// A mean as the table shows it: `–` when computed but no sample has it, `n/c` when the
+/// deployment does not compute it.
 fn cell(v: Option<f64>, computed: bool) -> String {
     match (v, computed) {
         (Some(v), _) => format!("{v:.3}"),
@@ -52,10 +58,9 @@ fn cell(v: Option<f64>, computed: bool) -> String {
     }
 }
 
-/// The Markdown report table, its notes, counts and the samples left out.
+/// The Markdown report: the table with its notes, the counts and the samples left out.
 pub fn markdown(summary: &Summary) -> String {
     let mut out = String::new();
-    let sets = &summary.sets;
     let _ = writeln!(out, "# PSRBench results\n");
     let _ = writeln!(
         out,
@@ -68,6 +73,15 @@ pub fn markdown(summary: &Summary) -> String {
     if !summary.components.missing.is_empty() {
         out.push('\n');
     }
+    means_table(&mut out, summary);
+    counts_table(&mut out, summary);
+    problems_list(&mut out, summary);
+    out
+}
+
+/// Subsets down, metrics across (one column per result set), then the overall row.
+fn means_table(out: &mut String, summary: &Summary) {
+    let sets = &summary.sets;
     let several = sets.len() > 1;
     let mut header = vec!["Subset".to_string()];
     for (label, ..) in COLUMNS {
@@ -79,36 +93,38 @@ pub fn markdown(summary: &Summary) -> String {
             });
         }
     }
-    row(&mut out, &header);
-    row(&mut out, &vec!["---".to_string(); header.len()]);
+    row(out, &header);
+    row(out, &vec!["---".to_string(); header.len()]);
     for subset in subset_names(sets) {
         let mut cells = vec![subset.clone()];
         for (_, component, value, _) in COLUMNS {
+            let on = computed(summary, component, Some(&subset));
             for set in sets {
                 let v = set
                     .subsets
                     .iter()
                     .find(|s| s.subset == subset)
                     .and_then(value);
-                cells.push(cell(v, computed(summary, component)));
+                cells.push(cell(v, on));
             }
         }
-        row(&mut out, &cells);
+        row(out, &cells);
     }
     let mut cells = vec!["**Overall**".to_string()];
     for (_, component, _, overall) in COLUMNS {
+        let on = computed(summary, component, None);
         for set in sets {
-            cells.push(format!(
-                "**{}**",
-                cell(overall(&set.overall), computed(summary, component))
-            ));
+            cells.push(format!("**{}**", cell(overall(&set.overall), on)));
         }
     }
-    row(&mut out, &cells);
+    row(out, &cells);
+}
 
+/// Per set and subset, every count a reader needs to trust the means.
+fn counts_table(out: &mut String, summary: &Summary) {
     let _ = writeln!(out, "\n## Counts\n");
     row(
-        &mut out,
+        out,
         &[
             "Set",
             "Subset",
@@ -123,11 +139,11 @@ pub fn markdown(summary: &Summary) -> String {
         ]
         .map(String::from),
     );
-    row(&mut out, &vec!["---".to_string(); 10]);
-    for set in sets {
+    row(out, &vec!["---".to_string(); 10]);
+    for set in &summary.sets {
         for s in &set.subsets {
             row(
-                &mut out,
+                out,
                 &[
                     set.name.clone(),
                     s.subset.clone(),
@@ -143,22 +159,26 @@ pub fn markdown(summary: &Summary) -> String {
             );
         }
     }
-    if !summary.problems.is_empty() {
-        let _ = writeln!(out, "\n## Samples left out of the means\n");
-        for p in &summary.problems {
-            let path = p
-                .result_path
-                .as_deref()
-                .map(|p| format!(" (`{p}`)"))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "- {} {}{path}: {}: {}",
-                p.set, p.sample, p.kind, p.detail
-            );
-        }
+}
+
+/// The samples left out of the means, with why.
+fn problems_list(out: &mut String, summary: &Summary) {
+    if summary.problems.is_empty() {
+        return;
     }
-    out
+    let _ = writeln!(out, "\n## Samples left out of the means\n");
+    for p in &summary.problems {
+        let path = p
+            .result_path
+            .as_deref()
+            .map(|p| format!(" (`{p}`)"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "- {} {}{path}: {}: {}",
+            p.set, p.sample, p.kind, p.detail
+        );
+    }
 }
 
 fn row(out: &mut String, cells: &[String]) {
@@ -212,5 +232,66 @@ fn quote(s: &str) -> String {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::eval::request::Components;
+    use crate::eval::summary::{Metric, Overall, SetSummary, SubsetSummary};
+
+    fn subset(name: &str, alignment: &[f64]) -> SubsetSummary {
+        let metric = |values: &[f64]| Metric {
+            mean: (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64),
+            values: values.to_vec(),
+        };
+        SubsetSummary {
+            subset: name.into(),
+            samples: 1,
+            scored: 1,
+            missing_image: 0,
+            unreadable_image: 0,
+            missing_reference: 0,
+            failed: 0,
+            subject_consistency: metric(&[0.5]),
+            alignment_metric: "position",
+            alignment: metric(alignment),
+            alignment_dropped: 0,
+            alignment_substituted: 0,
+            aesthetic: metric(&[]),
+        }
+    }
+
+    #[test]
+    fn alignment_without_a_judge_is_not_computed_for_the_judged_subsets_only() {
+        let summary = Summary {
+            mode: crate::reward::Mode::Psr,
+            components: Components {
+                subject_consistency: true,
+                semantic_alignment: false,
+                position: true,
+                aesthetic: false,
+                missing: BTreeMap::from([("semantic_alignment".into(), "no judge".into())]),
+            },
+            sets: vec![SetSummary {
+                name: "a".into(),
+                source: "a".into(),
+                subsets: vec![subset("Attribute", &[]), subset("Position", &[])],
+                overall: Overall {
+                    subject_consistency: Some(0.5),
+                    alignment: None,
+                    aesthetic: None,
+                },
+            }],
+            problems: vec![],
+        };
+        let md = markdown(&summary);
+        // Attribute: no judge -> n/c; Position: computed but no relation phrase -> –.
+        assert!(md.contains("| Attribute | 0.500 | n/c | n/c |"), "{md}");
+        assert!(md.contains("| Position | 0.500 | – | n/c |"), "{md}");
+        assert!(md.contains("not computed (`n/c`): semantic_alignment: no judge"));
     }
 }

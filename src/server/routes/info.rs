@@ -27,6 +27,9 @@ pub struct Info {
     pub limits: LimitsConfig,
     /// The reward request limits a client can check before uploading.
     pub reward_limits: RewardLimits,
+    /// What a reward request starts from: default weights, each component's
+    /// normalisation, the failure policy (an evaluation's resume fingerprint includes them).
+    pub rewards: RewardDefaults,
     /// What the admission gates hold now (see `limits.max_concurrent_requests` and
     /// `limits.max_inflight_bytes`).
     pub in_flight: InFlight,
@@ -41,6 +44,15 @@ pub struct Info {
 pub struct RewardLimits {
     pub max_subjects: usize,
     pub max_prompt_chars: usize,
+}
+
+/// `[rewards]` defaults of every reward request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RewardDefaults {
+    pub weights: BTreeMap<String, f64>,
+    #[schema(value_type = Object)]
+    pub normalization: BTreeMap<String, crate::reward::Normalization>,
+    pub failure_policy: crate::reward::FailurePolicy,
 }
 
 /// Use of the admission gates at the moment of the call.
@@ -82,6 +94,11 @@ pub async fn info(State(state): State<AppState>) -> Json<Info> {
         reward_limits: RewardLimits {
             max_subjects: state.config().rewards.max_subjects,
             max_prompt_chars: state.config().rewards.max_prompt_chars,
+        },
+        rewards: RewardDefaults {
+            weights: state.config().rewards.weights.clone(),
+            normalization: state.config().rewards.normalization.clone(),
+            failure_policy: state.config().rewards.failure_policy,
         },
         in_flight: InFlight {
             requests: state.admission().requests_in_flight(),
