@@ -7,6 +7,7 @@ mod mode;
 pub mod pillow;
 mod preprocess;
 pub mod resize;
+mod samples;
 pub use resize::Window;
 mod tensor;
 mod thread_scratch;
