@@ -50,6 +50,8 @@ pub struct Config {
     pub auth: crate::server::auth::AuthConfig,
     /// HTTPS for the listener (none: plain HTTP).
     pub tls: Option<crate::server::tls::TlsConfig>,
+    /// The gRPC API on its own port (off by default).
+    pub grpc: crate::server::grpc::GrpcConfig,
 }
 
 /// Reward computation settings.
@@ -216,6 +218,9 @@ impl Config {
 
     /// Checks every range constraint, naming the offending field.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.grpc.enabled && self.grpc.port == self.server.port && self.grpc.port != 0 {
+            return Err(invalid("grpc.port", "must differ from server.port"));
+        }
         let l = &self.limits;
         if l.max_body_bytes < 1024 {
             return Err(invalid("limits.max_body_bytes", "must be at least 1024"));

@@ -76,6 +76,9 @@ struct Overrides {
     /// Largest request body in bytes.
     #[arg(long, env = "PSR_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
+    /// Serve the gRPC API on this port (turns `[grpc]` on).
+    #[arg(long, env = "PSR_GRPC_PORT")]
+    grpc_port: Option<u16>,
 }
 
 impl Overrides {
@@ -107,6 +110,10 @@ impl Overrides {
         }
         if let Some(v) = self.max_body_bytes {
             c.limits.max_body_bytes = v;
+        }
+        if let Some(v) = self.grpc_port {
+            c.grpc.enabled = true;
+            c.grpc.port = v;
         }
         c.validate()?;
         Ok(c)
@@ -182,6 +189,17 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {addr}"))?;
         let listener = server::tls::MaybeTls::new(listener, config.tls.as_ref())?;
         tracing::info!(%addr, tls = listener.is_tls(), "listening; loading models");
+        let grpc_listener = match config.grpc.enabled {
+            true => {
+                let grpc_addr = config.grpc.address(&config.server.host);
+                let l = tokio::net::TcpListener::bind(&grpc_addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {grpc_addr} (grpc)"))?;
+                tracing::info!(addr = %grpc_addr, "gRPC listening (plaintext HTTP/2)");
+                Some(l)
+            }
+            false => None,
+        };
 
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
         let loader_state = state.clone();
@@ -209,8 +227,27 @@ fn serve(config: Config) -> anyhow::Result<()> {
             }
         });
 
+        // One signal stops both listeners.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            server::shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let http = server::serve(listener, state.clone(), stopped(), grace);
+        let grpc = async {
+            match grpc_listener {
+                Some(l) => server::grpc::serve(l, state.clone(), stopped(), grace).await,
+                None => Ok(()),
+            }
+        };
         tokio::select! {
-            served = server::serve(listener, state.clone(), server::shutdown_signal(), grace) => served?,
+            served = async { tokio::try_join!(http, grpc) } => { served?; }
             Ok(err) = failed_rx => return Err(err.context("cannot start models")),
         }
         if let Some(models) = state.loaded_models() {

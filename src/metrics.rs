@@ -195,12 +195,12 @@ impl Metrics {
             cache,
             requests: counter(
                 "psr_reward_requests_total",
-                "HTTP requests by route and status code",
+                "Requests by route and status: HTTP routes with their status code, gRPC methods (`/psr_reward.v1.RewardService/Reward`) with their gRPC code name (`OK`, `INVALID_ARGUMENT`, ...)",
                 &["route", "status"],
             ),
             request_duration: histogram(
                 "psr_reward_request_duration_seconds",
-                "HTTP request duration by route",
+                "Request duration by route (HTTP route or gRPC method)",
                 &["route"],
                 &SECONDS_BUCKETS,
             ),
@@ -306,6 +306,21 @@ impl Metrics {
         self.requests.with_label_values(&[route, status]).inc();
         self.request_duration
             .with_label_values(&[route])
+            .observe(seconds);
+    }
+
+    /// Registers a gRPC method's labels (its `OK` count at 0) so it shows before its first call.
+    pub fn register_rpc(&self, method: &str) {
+        self.request_duration.with_label_values(&[method]);
+        self.preprocess_duration.with_label_values(&[method]);
+        self.requests.with_label_values(&[method, "OK"]);
+    }
+
+    /// Records one finished RPC: `method` is its path, `code` the gRPC code name.
+    pub fn observe_rpc(&self, method: &str, code: &str, seconds: f64) {
+        self.requests.with_label_values(&[method, code]).inc();
+        self.request_duration
+            .with_label_values(&[method])
             .observe(seconds);
     }
 

@@ -157,9 +157,8 @@ struct Response {
 }
 
 /// One result as the service writes it: the components, then the errors beside them.
-/// `components` is read through a JSON value first: the service writes `position.score`
-/// twice (the component's and its detail's), which a typed read refuses; the value keeps
-/// the last one (equal under the default position normalisation, scale 1).
+/// `components` is read through a JSON value first, then typed (services before the fix of
+/// the position component wrote `position.score` twice, which a typed read refuses).
 #[derive(Deserialize)]
 struct Item {
     components: serde_json::Value,

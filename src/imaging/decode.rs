@@ -96,6 +96,25 @@ impl EncodedImage {
         Ok(Self { bytes, header })
     }
 
+    /// Checks raw image bytes (as gRPC sends them) against `limits`; the bytes are copied
+    /// once, without any base64 step.
+    pub fn from_bytes(raw: &[u8], limits: &DecodeLimits) -> Result<Self, ImageError> {
+        if raw.is_empty() {
+            return Err(ImageError::Empty);
+        }
+        if raw.len() > limits.max_bytes {
+            return Err(ImageError::TooManyBytes {
+                bytes: raw.len(),
+                max: limits.max_bytes,
+            });
+        }
+        let header = probe(raw, limits)?;
+        Ok(Self {
+            bytes: raw.to_vec(),
+            header,
+        })
+    }
+
     /// Decodes the pixels.
     pub fn decode(&self, limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
         decode_bytes(&self.bytes, limits)

@@ -85,13 +85,31 @@ pub struct AestheticComponent {
     pub source: &'static str,
 }
 
-/// Position as reported.
+/// Position as reported: the normalised score beside the script's own result (one `score`
+/// key; flattening [`PositionScore`] here once wrote `score` twice).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PositionComponent {
     /// Normalised; null when the prompt names no relation.
     pub score: Option<f64>,
-    #[serde(flatten)]
-    pub detail: PositionScore,
+    /// The script's 0..1 before normalisation; null when the prompt names no relation.
+    pub raw: Option<f64>,
+    /// The relation phrase found in the prompt.
+    pub relation: Option<&'static str>,
+    /// Why there is no score, or why it is 0 without geometry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+}
+
+impl PositionComponent {
+    /// The reported component: `score` normalised, the rest from the script's result.
+    pub fn new(score: Option<f64>, detail: PositionScore) -> Self {
+        Self {
+            score,
+            raw: detail.score,
+            relation: detail.relation,
+            reason: detail.reason,
+        }
+    }
 }
 
 /// The components of one item (absent when not requested).
@@ -254,7 +272,7 @@ pub async fn compute(
                         errors.insert("position".to_string(), reason.to_string());
                     }
                     scores.insert("position".into(), score);
-                    components.position = Some(PositionComponent { score, detail });
+                    components.position = Some(PositionComponent::new(score, detail));
                 }
                 Ok(_) => {
                     errors.insert(
@@ -433,4 +451,27 @@ where
     let tickets = lane.submit(inputs, submit)?;
     let (outputs, _) = await_all(tickets, submit.deadline).await?;
     Ok(outputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON of a position component names each field once: `score` (normalised) and
+    /// `raw` (the script's 0..1), not the detail's `score` a second time.
+    #[test]
+    fn position_component_writes_each_field_once() {
+        let detail = position_score(
+            "a cat to the left of a dog",
+            Some([0, 0, 10, 10]),
+            Some([50, 0, 60, 10]),
+        );
+        let c = PositionComponent::new(detail.score.map(|s| s * 0.5), detail);
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(text.matches("\"score\"").count(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["score"], 0.5);
+        assert_eq!(v["raw"], 1.0);
+        assert_eq!(v["relation"], "to the left of");
+    }
 }

@@ -158,6 +158,11 @@ impl ApiKeys {
                 .any(|p| path == *p || (*p == "/docs" && path.starts_with("/docs/")))
     }
 
+    /// Whether the operational routes and RPCs (health, reflection) need a key too.
+    pub fn protects_operational(&self) -> bool {
+        self.config.protect_operational
+    }
+
     /// The `/info` description (sources and count, never a key).
     pub fn info(&self) -> AuthInfo {
         AuthInfo {
@@ -288,7 +293,12 @@ fn require_key(
 
 /// The bearer token of the request, if it has one.
 fn presented_key(req: &Request) -> Option<&[u8]> {
-    let value = req.headers().get(header::AUTHORIZATION)?.as_bytes();
+    bearer_token(req.headers())
+}
+
+/// The token of an `Authorization: Bearer <token>` header (HTTP header or gRPC metadata).
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
     let (scheme, token) = value.split_at_checked(7)?;
     (scheme.eq_ignore_ascii_case(b"bearer ") && !token.is_empty()).then_some(token)
 }

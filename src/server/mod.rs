@@ -1,5 +1,6 @@
 //! The HTTP edge: router, middleware (request ids, tracing, metrics, JSON panics), OpenAPI,
-//! and the serve loop with graceful shutdown.
+//! and the serve loop with graceful shutdown; the gRPC edge (`grpc`) beside it, sharing
+//! everything behind the edge.
 
 pub mod admission;
 pub mod auth;
@@ -7,7 +8,10 @@ mod connections;
 pub mod docs;
 pub mod error;
 mod extract;
+pub mod grpc;
+mod images;
 mod prepare;
+mod reward_input;
 pub mod routes;
 mod state;
 pub mod tls;
@@ -161,12 +165,36 @@ where
 {
     let app = router(state.clone());
     let _key_reloader = state.api_keys().cloned().map(auth::spawn_reloader);
-    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_state = state.clone();
+    serve_app(
+        listener,
+        app,
+        shutdown,
+        move || {
+            tracing::info!("shutdown requested: draining in-flight requests");
+            drain_state.start_draining();
+        },
+        grace,
+    )
+    .await
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves; then runs `on_shutdown`, stops
+/// accepting, and gives in-flight requests up to `grace` to finish.
+async fn serve_app<L>(
+    listener: L,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_shutdown: impl FnOnce() + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+{
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let server = connections::serve_until(listener, app, async move {
         shutdown.await;
-        tracing::info!("shutdown requested: draining in-flight requests");
-        drain_state.start_draining();
+        on_shutdown();
         let _ = signalled_tx.send(());
     });
     let server = std::pin::pin!(async {

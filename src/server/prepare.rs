@@ -1,18 +1,20 @@
-//! CPU-pool work shared by the routes: reading a request's base64 images, admitting the
-//! request by what they decode to, decoding and preprocessing them into model tensors, with
-//! errors mapped to HTTP.
-
-use std::borrow::Cow;
+//! CPU-pool work shared by the routes and RPCs: reading a request's images (base64 or raw),
+//! admitting the request by what they decode to, decoding and preprocessing them into model
+//! tensors, with errors mapped to [`ApiError`].
 
 use crate::imaging::{self, EncodedImage, PooledTensor, Preprocess, TensorPool};
 
 use super::admission::{BytesPermit, RequestCost};
 use super::error::ApiError;
+use super::images::ImageSource;
 use super::state::AppState;
 
-/// Base64-decodes one image and checks its header (no pixel is decoded yet).
-pub fn read(b64: &str, limits: &imaging::DecodeLimits) -> Result<EncodedImage, ApiError> {
-    EncodedImage::from_base64(b64, limits).map_err(ApiError::from)
+/// Reads one image out of its encoding and checks its header (no pixel is decoded yet).
+pub fn read(
+    image: &ImageSource<'_>,
+    limits: &imaging::DecodeLimits,
+) -> Result<EncodedImage, ApiError> {
+    image.read(limits).map_err(ApiError::from)
 }
 
 /// Preprocesses a decoded image into a pooled tensor.
@@ -28,14 +30,14 @@ pub fn tensor(
 /// Reads every image in parallel on the CPU pool; errors name the image by `path(i)`.
 pub fn read_all(
     state: &AppState,
-    images: &[&str],
+    images: &[ImageSource<'_>],
     path: impl Fn(usize) -> String + Sync,
 ) -> Result<Vec<EncodedImage>, ApiError> {
     let limits = state.decode_limits();
     state
         .cpu()
-        .map(images.iter().enumerate().collect(), |(i, b64)| {
-            read(b64, &limits).map_err(|e| e.at(path(i)))
+        .map(images.iter().enumerate().collect(), |(i, image)| {
+            read(image, &limits).map_err(|e| e.at(path(i)))
         })
         .into_iter()
         .collect()
@@ -47,7 +49,7 @@ pub fn read_all(
 /// share of the in-flight budget until it is dropped.
 pub fn decode_each<T: Send>(
     state: &AppState,
-    images: &[Cow<'_, str>],
+    images: &[ImageSource<'_>],
     preprocess: &Preprocess,
     f: impl Fn(imaging::DecodedImage) -> Result<T, ApiError> + Sync + Send,
 ) -> Result<(Vec<T>, BytesPermit), ApiError> {
@@ -57,8 +59,7 @@ pub fn decode_each<T: Send>(
             "images must hold 1..={max} images"
         )));
     }
-    let texts: Vec<&str> = images.iter().map(|s| s.as_ref()).collect();
-    let encoded = read_all(state, &texts, |i| format!("images[{i}]"))?;
+    let encoded = read_all(state, images, |i| format!("images[{i}]"))?;
     let mut cost = RequestCost::default();
     for e in &encoded {
         cost.image(&e.header);

@@ -2,6 +2,7 @@
 //! ONNX Runtime, and the generated fixture models.
 #![allow(dead_code)]
 
+pub mod grpc;
 pub mod judge;
 
 use std::io::Cursor;

@@ -15,6 +15,7 @@ use super::timing::{collect, Timing};
 use crate::models::{category_caption, Detection, DetectorItem, Prompt};
 use crate::server::error::{ApiError, ErrorBody};
 use crate::server::extract::{parse, JsonBytes};
+use crate::server::images::ImageSource;
 use crate::server::prepare;
 use crate::server::state::AppState;
 
@@ -60,6 +61,44 @@ pub struct DetectResponse {
     pub results: Vec<ImageDetections>,
 }
 
+/// A detect request as both edges parse it, its images borrowed from the message.
+pub struct DetectInput<'a> {
+    pub images: Vec<ImageSource<'a>>,
+    pub phrases: Vec<String>,
+    pub box_threshold: Option<f32>,
+    pub timeout_ms: Option<u64>,
+    pub priority: Option<u8>,
+}
+
+/// A request message that owns its images (a JSON body, a protobuf message) and parses into
+/// a [`DetectInput`] borrowing them, on the CPU pool.
+pub trait DetectBody: Send + 'static {
+    /// Parses the message and hands the parsed request to `f`.
+    fn with_input<R>(
+        &self,
+        f: impl FnOnce(DetectInput<'_>) -> Result<R, ApiError>,
+    ) -> Result<R, ApiError>;
+}
+
+/// The JSON body of `POST /v1/detect`.
+struct DetectJson(axum::body::Bytes);
+
+impl DetectBody for DetectJson {
+    fn with_input<R>(
+        &self,
+        f: impl FnOnce(DetectInput<'_>) -> Result<R, ApiError>,
+    ) -> Result<R, ApiError> {
+        let req: DetectRequest = parse(&self.0)?;
+        f(DetectInput {
+            images: req.images.iter().map(|s| ImageSource::Base64(s)).collect(),
+            phrases: req.phrases,
+            box_threshold: req.box_threshold,
+            timeout_ms: req.timeout_ms,
+            priority: req.priority,
+        })
+    }
+}
+
 struct Prepared {
     items: Vec<DetectorItem>,
     sizes: Vec<(u32, u32)>,
@@ -71,34 +110,69 @@ struct Prepared {
     _permit: crate::server::admission::BytesPermit,
 }
 
-/// Detects phrases in images with the served detector.
-#[utoipa::path(post, path = "/v1/detect", tag = crate::server::docs::MODEL_STAGES,
-    summary = "Detect phrases in images with the served detector",
-    description = "Each (image, phrase) pair is one detector pass with the PSR caption \
-(`\"Cat\"` -> `\"cat.\"`). Detections are the queries scoring above `box_threshold`, in query \
-order (subject consistency keeps the first); boxes are `[x1, y1, x2, y2]` in image pixels.\n\n\
-The example finds the red and the blue square of a small image with `make run`'s default \
-fixture detector, which detects solid shapes by the colour words of the phrase.",
-    request_body(content = DetectRequest, description = "Images and the phrases to find in each",
-        example = crate::server::docs::examples::detect),
-    responses(
-        (status = 200, description = "Detections per image and phrase, in request order", body = DetectResponse),
-        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
-        (status = 500, body = ErrorBody), (status = 503, body = ErrorBody),
-        (status = 504, body = ErrorBody)))]
-pub async fn detect(
-    State(state): State<AppState>,
-    JsonBytes(body): JsonBytes,
-) -> Result<Response, ApiError> {
-    let arrived = Instant::now();
+/// Checks a parsed request and turns it into detector items (CPU pool).
+fn prepare(
+    st: &AppState,
+    lane: &crate::models::DetectorLane,
+    req: DetectInput<'_>,
+    arrived: Instant,
+) -> Result<Prepared, ApiError> {
+    let lim = &st.config().limits;
+    if req.phrases.is_empty() || req.phrases.len() > lim.max_phrases {
+        return Err(ApiError::invalid(format!(
+            "phrases must hold 1..={} phrases",
+            lim.max_phrases
+        )));
+    }
+    let threshold = req.box_threshold.unwrap_or(lane.box_threshold);
+    if !(0.0..1.0).contains(&threshold) {
+        return Err(ApiError::invalid("box_threshold must be in [0, 1)"));
+    }
+    let opts = st.submit_options(arrived, req.timeout_ms, req.priority)?;
+    let mut phrases = Vec::with_capacity(req.phrases.len());
+    let mut prompts = Vec::with_capacity(req.phrases.len());
+    for (i, phrase) in req.phrases.into_iter().enumerate() {
+        let at = |e: crate::models::TokenizeError| {
+            ApiError::invalid(e.to_string()).at(format_args!("phrases[{i}]"))
+        };
+        let caption = category_caption(&phrase).map_err(at)?;
+        prompts.push(lane.prompt(&[phrase.as_str()]).map_err(at)?);
+        phrases.push((phrase, caption));
+    }
+    let (images, permit) = prepare::decode_each(st, &req.images, &lane.preprocess, |img| {
+        let t = prepare::tensor(&img.rgb, &lane.preprocess, st.tensors())?;
+        Ok((img.rgb.dimensions(), Arc::new(t)))
+    })?;
+    let mut items = Vec::with_capacity(images.len() * prompts.len());
+    let mut sizes = Vec::with_capacity(images.len());
+    for ((w, h), tensor) in images {
+        sizes.push((w, h));
+        items.extend(prompts.iter().map(|p| lane.item(tensor.clone(), p, w, h)));
+    }
+    Ok(Prepared {
+        items,
+        sizes,
+        phrases,
+        prompts,
+        threshold,
+        opts,
+        _permit: permit,
+    })
+}
+
+/// Runs one detect request from either edge: parse and decode on the CPU pool, the detector
+/// lane, then the detections per image and phrase. `route` labels the preprocess metric.
+pub async fn run(
+    state: &AppState,
+    arrived: Instant,
+    route: &str,
+    body: impl DetectBody,
+) -> Result<(DetectResponse, Timing), ApiError> {
     let models = state.models()?.clone();
     let lane = models
         .detector
         .as_ref()
         .ok_or_else(|| ApiError::not_served("detector"))?;
-    let default_threshold = lane.box_threshold;
-    let lim = state.config().limits.clone();
     let (st, job_models) = (state.clone(), models.clone());
     let prepared = state
         .cpu()
@@ -107,48 +181,7 @@ pub async fn detect(
                 .detector
                 .as_ref()
                 .ok_or_else(|| ApiError::not_served("detector"))?;
-            let req: DetectRequest = parse(&body)?;
-            if req.phrases.is_empty() || req.phrases.len() > lim.max_phrases {
-                return Err(ApiError::invalid(format!(
-                    "phrases must hold 1..={} phrases",
-                    lim.max_phrases
-                )));
-            }
-            let threshold = req.box_threshold.unwrap_or(default_threshold);
-            if !(0.0..1.0).contains(&threshold) {
-                return Err(ApiError::invalid("box_threshold must be in [0, 1)"));
-            }
-            let opts = st.submit_options(arrived, req.timeout_ms, req.priority)?;
-            let mut phrases = Vec::with_capacity(req.phrases.len());
-            let mut prompts = Vec::with_capacity(req.phrases.len());
-            for (i, phrase) in req.phrases.into_iter().enumerate() {
-                let at = |e: crate::models::TokenizeError| {
-                    ApiError::invalid(e.to_string()).at(format_args!("phrases[{i}]"))
-                };
-                let caption = category_caption(&phrase).map_err(at)?;
-                prompts.push(lane.prompt(&[phrase.as_str()]).map_err(at)?);
-                phrases.push((phrase, caption));
-            }
-            let (images, permit) =
-                prepare::decode_each(&st, &req.images, &lane.preprocess, |img| {
-                    let t = prepare::tensor(&img.rgb, &lane.preprocess, st.tensors())?;
-                    Ok((img.rgb.dimensions(), Arc::new(t)))
-                })?;
-            let mut items = Vec::with_capacity(images.len() * prompts.len());
-            let mut sizes = Vec::with_capacity(images.len());
-            for ((w, h), tensor) in images {
-                sizes.push((w, h));
-                items.extend(prompts.iter().map(|p| lane.item(tensor.clone(), p, w, h)));
-            }
-            Ok::<_, ApiError>(Prepared {
-                items,
-                sizes,
-                phrases,
-                prompts,
-                threshold,
-                opts,
-                _permit: permit,
-            })
+            body.with_input(|input| prepare(&st, lane, input, arrived))
         })
         .await??;
     let mut timing = Timing {
@@ -157,7 +190,7 @@ pub async fn detect(
     };
     state
         .metrics()
-        .observe_preprocess("/v1/detect", timing.preprocess.as_secs_f64());
+        .observe_preprocess(route, timing.preprocess.as_secs_f64());
     let tickets = lane.batcher.submit(prepared.items, prepared.opts)?;
     let outputs = collect(tickets, prepared.opts.deadline, &mut timing).await?;
     for (k, out) in outputs.iter().enumerate() {
@@ -192,5 +225,30 @@ pub async fn detect(
         box_threshold: prepared.threshold,
         results,
     };
+    Ok((body, timing))
+}
+
+/// Detects phrases in images with the served detector.
+#[utoipa::path(post, path = "/v1/detect", tag = crate::server::docs::MODEL_STAGES,
+    summary = "Detect phrases in images with the served detector",
+    description = "Each (image, phrase) pair is one detector pass with the PSR caption \
+(`\"Cat\"` -> `\"cat.\"`). Detections are the queries scoring above `box_threshold`, in query \
+order (subject consistency keeps the first); boxes are `[x1, y1, x2, y2]` in image pixels.\n\n\
+The example finds the red and the blue square of a small image with `make run`'s default \
+fixture detector, which detects solid shapes by the colour words of the phrase.",
+    request_body(content = DetectRequest, description = "Images and the phrases to find in each",
+        example = crate::server::docs::examples::detect),
+    responses(
+        (status = 200, description = "Detections per image and phrase, in request order", body = DetectResponse),
+        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 500, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 504, body = ErrorBody)))]
+pub async fn detect(
+    State(state): State<AppState>,
+    JsonBytes(body): JsonBytes,
+) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
+    let (body, timing) = run(&state, arrived, "/v1/detect", DetectJson(body)).await?;
     Ok((timing.headers(arrived), Json(body)).into_response())
 }

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use super::timing::{collect, Timing};
 use crate::server::error::{ApiError, ErrorBody};
 use crate::server::extract::{parse, JsonBytes};
+use crate::server::images::ImageSource;
 use crate::server::prepare;
 use crate::server::state::AppState;
 
@@ -37,6 +38,89 @@ pub struct EmbedResponse {
     pub embeddings: Vec<Vec<f32>>,
 }
 
+/// An embed request as both edges parse it, its images borrowed from the message.
+pub struct EmbedInput<'a> {
+    pub images: Vec<ImageSource<'a>>,
+    pub timeout_ms: Option<u64>,
+    pub priority: Option<u8>,
+}
+
+/// A request message that owns its images and parses into an [`EmbedInput`] borrowing
+/// them, on the CPU pool.
+pub trait EmbedBody: Send + 'static {
+    /// Parses the message and hands the parsed request to `f`.
+    fn with_input<R>(
+        &self,
+        f: impl FnOnce(EmbedInput<'_>) -> Result<R, ApiError>,
+    ) -> Result<R, ApiError>;
+}
+
+/// The JSON body of `POST /v1/embed`.
+struct EmbedJson(axum::body::Bytes);
+
+impl EmbedBody for EmbedJson {
+    fn with_input<R>(
+        &self,
+        f: impl FnOnce(EmbedInput<'_>) -> Result<R, ApiError>,
+    ) -> Result<R, ApiError> {
+        let req: EmbedRequest = parse(&self.0)?;
+        f(EmbedInput {
+            images: req.images.iter().map(|s| ImageSource::Base64(s)).collect(),
+            timeout_ms: req.timeout_ms,
+            priority: req.priority,
+        })
+    }
+}
+
+/// Runs one embed request from either edge: parse and decode on the CPU pool, then the
+/// embedder lane. `route` labels the preprocess metric.
+pub async fn run(
+    state: &AppState,
+    arrived: Instant,
+    route: &str,
+    body: impl EmbedBody,
+) -> Result<(EmbedResponse, Timing), ApiError> {
+    let models = state.models()?.clone();
+    let lane_ref = models
+        .embedder
+        .as_ref()
+        .ok_or_else(|| ApiError::not_served("embedder"))?;
+    let (preprocess, st) = (lane_ref.preprocess.clone(), state.clone());
+    let (tensors, opts, _permit) = state
+        .cpu()
+        .run(move || {
+            body.with_input(|req| {
+                let opts = st.submit_options(arrived, req.timeout_ms, req.priority)?;
+                let (tensors, permit) =
+                    prepare::decode_each(&st, &req.images, &preprocess, |img| {
+                        prepare::tensor(&img.rgb, &preprocess, st.tensors())
+                    })?;
+                Ok((tensors, opts, permit))
+            })
+        })
+        .await??;
+    let mut timing = Timing {
+        preprocess: arrived.elapsed(),
+        ..Timing::default()
+    };
+    state
+        .metrics()
+        .observe_preprocess(route, timing.preprocess.as_secs_f64());
+    let tickets = lane_ref.batcher.submit(tensors, opts)?;
+    let embeddings = collect(tickets, opts.deadline, &mut timing)
+        .await?
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| e.map_err(|e| ApiError::invalid_output(e).at(format_args!("images[{i}]"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let body = EmbedResponse {
+        model: lane_ref.batcher.name().to_string(),
+        dimensions: embeddings.first().map_or(0, Vec::len),
+        embeddings,
+    };
+    Ok((body, timing))
+}
+
 /// Embeds images with the served embedder.
 #[utoipa::path(post, path = "/v1/embed", tag = crate::server::docs::MODEL_STAGES,
     summary = "Embed images with the served embedder",
@@ -56,41 +140,6 @@ pub async fn embed(
     JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
-    let models = state.models()?.clone();
-    let lane_ref = models
-        .embedder
-        .as_ref()
-        .ok_or_else(|| ApiError::not_served("embedder"))?;
-    let (preprocess, st) = (lane_ref.preprocess.clone(), state.clone());
-    let (tensors, opts, _permit) = state
-        .cpu()
-        .run(move || {
-            let req: EmbedRequest = parse(&body)?;
-            let opts = st.submit_options(arrived, req.timeout_ms, req.priority)?;
-            let (tensors, permit) = prepare::decode_each(&st, &req.images, &preprocess, |img| {
-                prepare::tensor(&img.rgb, &preprocess, st.tensors())
-            })?;
-            Ok::<_, ApiError>((tensors, opts, permit))
-        })
-        .await??;
-    let mut timing = Timing {
-        preprocess: arrived.elapsed(),
-        ..Timing::default()
-    };
-    state
-        .metrics()
-        .observe_preprocess("/v1/embed", timing.preprocess.as_secs_f64());
-    let tickets = lane_ref.batcher.submit(tensors, opts)?;
-    let embeddings = collect(tickets, opts.deadline, &mut timing)
-        .await?
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| e.map_err(|e| ApiError::invalid_output(e).at(format_args!("images[{i}]"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let body = EmbedResponse {
-        model: lane_ref.batcher.name().to_string(),
-        dimensions: embeddings.first().map_or(0, Vec::len),
-        embeddings,
-    };
+    let (body, timing) = run(&state, arrived, "/v1/embed", EmbedJson(body)).await?;
     Ok((timing.headers(arrived), Json(body)).into_response())
 }

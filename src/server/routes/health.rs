@@ -44,6 +44,19 @@ only.",
         (status = 200, description = "Ready to serve", body = Readiness),
         (status = 503, description = "Loading, warming up or draining", body = ErrorBody)))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
+    readiness(&state)?;
+    Ok(Json(Readiness {
+        status: "ready",
+        judge: state.judge().map_or("not_configured", |j| j.health()),
+        aesthetic_remote: state
+            .aesthetic_remote()
+            .map_or("not_configured", |r| r.breaker_state()),
+    }))
+}
+
+/// Whether the service takes work (what `/ready` and `grpc.health.v1` answer): models
+/// loaded and warmed up, a live instance on every lane, not draining.
+pub fn readiness(state: &AppState) -> Result<(), ApiError> {
     if state.is_draining() {
         return Err(ApiError::not_ready(
             "draining: the service is shutting down",
@@ -62,11 +75,5 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, Api
             down.join(", ")
         )));
     }
-    Ok(Json(Readiness {
-        status: "ready",
-        judge: state.judge().map_or("not_configured", |j| j.health()),
-        aesthetic_remote: state
-            .aesthetic_remote()
-            .map_or("not_configured", |r| r.breaker_state()),
-    }))
+    Ok(())
 }

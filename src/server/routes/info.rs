@@ -84,7 +84,12 @@ execution provider each instance really runs on; the request limits; the remote 
 (URL, model, breaker state, and the judge's template hashes; never an API key).",
     responses((status = 200, description = "The service description", body = Info)))]
 pub async fn info(State(state): State<AppState>) -> Json<Info> {
-    Json(Info {
+    Json(describe(&state))
+}
+
+/// The `/info` document (also the gRPC `Info` answer's `info_json`).
+pub fn describe(state: &AppState) -> Info {
+    Info {
         name: env!("CARGO_PKG_NAME"),
         version: env!("CARGO_PKG_VERSION"),
         ready: state.is_ready(),
@@ -104,9 +109,9 @@ pub async fn info(State(state): State<AppState>) -> Json<Info> {
             requests: state.admission().requests_in_flight(),
             bytes: state.admission().bytes_in_use(),
         },
-        remote: remote_info(&state),
+        remote: remote_info(state),
         auth: state.api_keys().map(|k| k.info()),
-    })
+    }
 }
 
 fn remote_info(state: &AppState) -> Vec<RemoteInfo> {

@@ -6,7 +6,7 @@ pub mod health;
 pub mod info;
 pub mod metrics;
 pub mod reward;
-mod timing;
+pub mod timing;
 
 use axum::http::StatusCode;
 
