@@ -72,6 +72,8 @@ pub struct RewardsConfig {
     pub normalization: BTreeMap<String, crate::reward::Normalization>,
     /// What `reward` is when a weighted component has no score.
     pub failure_policy: crate::reward::FailurePolicy,
+    /// The copy-paste guard's threshold and (robust mode's) penalty.
+    pub copy_paste: crate::reward::copy_paste::CopyPasteConfig,
 }
 
 impl Default for RewardsConfig {
@@ -83,6 +85,7 @@ impl Default for RewardsConfig {
             weights: crate::reward::default_weights(),
             normalization: crate::reward::default_normalization(),
             failure_policy: crate::reward::FailurePolicy::default(),
+            copy_paste: crate::reward::copy_paste::CopyPasteConfig::default(),
         }
     }
 }
@@ -321,6 +324,13 @@ impl Config {
                 ));
             }
         }
+        let cp = &self.rewards.copy_paste;
+        crate::reward::copy_paste::CopyPasteConfig::check(
+            cp.threshold,
+            cp.penalty,
+            "rewards.copy_paste",
+        )
+        .map_err(|m| invalid("rewards.copy_paste", m))?;
         if self.rewards.max_prompt_chars == 0 {
             return Err(invalid("rewards.max_prompt_chars", "must be at least 1"));
         }

@@ -45,6 +45,7 @@ pub struct Metrics {
     judge_cache_hits: IntCounter,
     components: IntCounterVec,
     invalid_outputs: IntCounterVec,
+    copy_paste: crate::reward::copy_paste::GuardMetrics,
 }
 
 /// The remote services the metrics know (labels created at start-up).
@@ -178,6 +179,23 @@ impl Metrics {
         for c in crate::reward::COMPONENTS {
             components.with_label_values(&[c]);
         }
+        let checks = counter(
+            "psr_reward_copy_paste_checks_total",
+            "Subjects checked by the copy-paste guard, by outcome (suspected, clear, unscored: untextured reference)",
+            &["outcome"],
+        );
+        let copy_paste = crate::reward::copy_paste::GuardMetrics {
+            suspected: checks.with_label_values(&["suspected"]),
+            clear: checks.with_label_values(&["clear"]),
+            unscored: checks.with_label_values(&["unscored"]),
+            score: histogram(
+                "psr_reward_copy_paste_score",
+                "Copy-paste guard scores of the subjects that had one",
+                &[],
+                &[-0.5, 0.0, 0.25, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 0.95, 1.0],
+            )
+            .with_label_values::<&str>(&[]),
+        };
         Self {
             judge_parse_failures: plain_counter(
                 "psr_reward_judge_parse_failures_total",
@@ -187,6 +205,7 @@ impl Metrics {
                 "psr_reward_judge_cache_hits_total",
                 "Judgements served from the judge cache",
             ),
+            copy_paste,
             remote_calls,
             remote_retries,
             remote_duration,
@@ -359,6 +378,11 @@ impl Metrics {
     /// The reference cache's counters.
     pub fn reference_cache(&self) -> crate::reward::CacheMetrics {
         self.cache.clone()
+    }
+
+    /// The copy-paste guard's counters.
+    pub fn copy_paste(&self) -> &crate::reward::copy_paste::GuardMetrics {
+        &self.copy_paste
     }
 
     /// Sets the service-wide readiness gauge.

@@ -79,6 +79,7 @@ pub fn body(
         timeout_ms: Some(timeout_ms),
         priority: None,
         judge_answer: Some(true),
+        copy_paste: None,
     };
     serde_json::to_vec(&request)
 }

@@ -21,6 +21,8 @@ pub struct CachedReference {
     pub fallback: Option<super::Fallback>,
     /// The Pillow mode of a reference that was not detected because it is not RGB.
     pub fallback_mode: Option<&'static str>,
+    /// The copy-paste guard's thumbnail of the reference crop (`None`: empty crop).
+    pub thumbnail: Option<Arc<super::copy_paste::Thumbnail>>,
 }
 
 /// Cache key: content hash of the encoded reference, the subject name as given, and the
@@ -86,7 +88,8 @@ impl Drop for InFlight {
 }
 
 fn entry_bytes(k: &CacheKey, v: &CachedReference) -> usize {
-    k.hash.len() + k.category.len() + v.embedding.len() * 4 + 96
+    let thumbnail = v.thumbnail.as_ref().map_or(0, |t| t.bytes());
+    k.hash.len() + k.category.len() + v.embedding.len() * 4 + thumbnail + 96
 }
 
 impl ReferenceCache {
@@ -192,6 +195,7 @@ mod tests {
             detected: true,
             bbox: Some([0, 0, 1, 1]),
             fallback: None,
+            thumbnail: None,
         }
     }
 
@@ -217,6 +221,20 @@ mod tests {
         assert!(cache.get(&key("c")).is_some());
         assert_eq!((m.hits.get(), m.misses.get(), m.evictions.get()), (3, 1, 1));
         assert_eq!(m.bytes.get() as usize, 2 * one);
+    }
+
+    #[test]
+    fn the_reference_thumbnail_counts_in_the_byte_budget() {
+        let crop = image::RgbImage::new(40, 40);
+        let thumb = super::super::copy_paste::Thumbnail::of(&crop).map(Arc::new);
+        let with = CachedReference {
+            thumbnail: thumb,
+            ..entry(100)
+        };
+        assert_eq!(
+            entry_bytes(&key("a"), &with),
+            entry_bytes(&key("a"), &entry(100)) + 32 * 32 * 3
+        );
     }
 
     #[tokio::test]

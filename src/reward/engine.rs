@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::aesthetic::remote_scores;
 use super::combine::{combine, FailurePolicy, Normalization};
+use super::copy_paste::CopyPastePolicy;
 use super::judge::Judge;
 use super::position::{position_score, PositionScore};
 use super::remote::Remote;
@@ -56,6 +57,8 @@ pub struct Plan {
     /// Return the judge's answer (its reasoning) with every semantic-alignment result, not
     /// only with unusable ones.
     pub judge_answer: bool,
+    /// The copy-paste guard's threshold and penalty for this request.
+    pub copy_paste: CopyPastePolicy,
 }
 
 impl Plan {
@@ -133,6 +136,10 @@ pub struct ItemReward {
     pub components: Components,
     /// Per failed (or unscored) component, why.
     pub errors: BTreeMap<String, String>,
+    /// What the copy-paste guard took off `reward` (penalty x suspected subjects / subjects);
+    /// absent when no penalty is in force or subject consistency was not computed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_paste_penalty: Option<f64>,
 }
 
 /// What the non-visual components keep of an item while subject consistency runs.
@@ -246,15 +253,18 @@ pub async fn compute(
             },
             None => Err(String::new()),
         };
+        let mut copy_paste_penalty = None;
         if plan.wants("subject_consistency") {
             match &sc_item {
                 Ok(item) => {
                     let score = norm("subject_consistency", item.score);
                     scores.insert("subject_consistency".into(), Some(score));
+                    let (subjects, penalty) = guard(&plan.copy_paste, item, &svc.metrics);
+                    copy_paste_penalty = penalty;
                     components.subject_consistency = Some(ScComponent {
                         score,
                         raw: item.score,
-                        subjects: item.subjects.clone(),
+                        subjects,
                     });
                 }
                 Err(e) => {
@@ -318,13 +328,32 @@ pub async fn compute(
                 svc.metrics.component_failed(name);
             }
         }
+        let reward = combine(&plan.weights, &scores, svc.policy);
         out.push(ItemReward {
-            reward: combine(&plan.weights, &scores, svc.policy),
+            reward: reward.map(|r| r - copy_paste_penalty.unwrap_or(0.0)),
             components,
             errors,
+            copy_paste_penalty,
         });
     }
     Ok((out, timing))
+}
+
+/// The item's subjects with the copy-paste guard's verdicts under `policy` (each counted),
+/// and the penalty they cost when one is in force.
+fn guard(
+    policy: &CopyPastePolicy,
+    item: &ScItem,
+    metrics: &Metrics,
+) -> (Vec<super::SubjectScore>, Option<f64>) {
+    let mut subjects = item.subjects.clone();
+    for s in &mut subjects {
+        s.copy_paste = policy.verdict(s.copy_paste.score);
+        metrics.copy_paste().observe(s.copy_paste);
+    }
+    let suspected = subjects.iter().filter(|s| s.copy_paste.suspected).count();
+    let penalty = (policy.penalty > 0.0).then(|| policy.penalty(suspected, subjects.len()));
+    (subjects, penalty)
 }
 
 async fn judge_one(

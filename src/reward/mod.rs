@@ -6,6 +6,7 @@ mod assignment;
 pub use assignment::MAX_CANDIDATES;
 mod cache;
 pub mod combine;
+pub mod copy_paste;
 pub mod crop;
 pub mod engine;
 pub mod judge;

@@ -61,6 +61,8 @@ pub struct RewardInput<'a> {
     pub timeout_ms: Option<u64>,
     pub priority: Option<u8>,
     pub judge_answer: bool,
+    /// Copy-paste guard overrides (none: the mode's default).
+    pub copy_paste: crate::reward::copy_paste::CopyPasteOverrides,
 }
 
 /// A request message that owns its images and parses into a [`RewardInput`] borrowing
@@ -327,6 +329,12 @@ pub fn decode(st: &AppState, req: RewardInput<'_>, arrived: Instant) -> Result<D
         || (weights.contains_key("aesthetic")
             && st.loaded_models().is_some_and(|m| m.aesthetic.is_none()));
     let options = ScOptions::resolve(req.mode, req.options);
+    let copy_paste = st
+        .config()
+        .rewards
+        .copy_paste
+        .resolve(req.mode, req.copy_paste)
+        .map_err(ApiError::invalid)?;
     let submit = st.submit_options(arrived, req.timeout_ms, req.priority)?;
     let d = distinct(&req.items);
     let encoded = prepare::read_all(st, &d.unique, |k| d.paths[k].clone())?;
@@ -385,6 +393,7 @@ pub fn decode(st: &AppState, req: RewardInput<'_>, arrived: Instant) -> Result<D
             options,
             submit,
             judge_answer: req.judge_answer,
+            copy_paste,
         },
     })
 }

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use super::assignment::{best_assignment, MAX_CANDIDATES};
 use super::cache::{CacheKey, CachedReference, InFlight, Lookup};
+use super::copy_paste;
 use super::crop::{self, CropRule};
 use super::{AlphaRule, DetectionRule, Fallback, Matching, ScOptions};
 use crate::batcher::SubmitOptions;
@@ -26,8 +27,8 @@ pub use types::{
     ItemInput, ReferenceInput, ScError, ScItem, ScServices, StageTiming, SubjectInput, SubjectScore,
 };
 use work::{
-    collect, cosine, embed_all, name_locator, Choice, EmbedJobs, EmbedKey, Group, Img, Pixels,
-    RefState,
+    collect, cosine, embed_all, name_locator, Choice, EmbedJobs, EmbedKey, Embedded, Group, Img,
+    Pixels, RefState,
 };
 
 /// Computes the subject-consistency component of every item: per item its result, or why a
@@ -236,7 +237,10 @@ pub async fn score_items(
         }
         gen_choices.push(choices);
     }
-    let embedded = embed_all(svc, embedder, &images, &embeds.keys, submit, &mut timing).await?;
+    let Embedded {
+        outputs: embedded,
+        thumbnails,
+    } = embed_all(svc, embedder, &images, &embeds.keys, submit, &mut timing).await?;
     timing.embedding = started.elapsed();
     // Rejected embeddings stay out of every similarity (empty: cosine 0) and fail their items.
     let embeddings: Vec<&[f32]> = embedded
@@ -265,6 +269,7 @@ pub async fn score_items(
                 bbox: c.bbox,
                 fallback: c.fallback,
                 fallback_mode: c.fallback_mode,
+                thumbnail: thumbnails[c.embed].clone(),
             };
             // Only trustworthy references are remembered.
             if problem.is_none() {
@@ -346,6 +351,14 @@ pub async fn score_items(
                 reference_box: r.bbox,
                 reference_fallback: r.fallback,
                 reference_fallback_mode: r.fallback_mode,
+                copy_paste: copy_paste::CopyPaste {
+                    score: thumbnails[g.embed]
+                        .as_deref()
+                        .zip(r.thumbnail.as_deref())
+                        .and_then(|(g, r)| copy_paste::score(g, r)),
+                    // Decided by the reward engine under the request's policy.
+                    suspected: false,
+                },
                 reference: match &subject.reference {
                     ReferenceInput::Image(d) => d.content_hash.clone(),
                     ReferenceInput::Cached(h) => h.clone(),

@@ -99,6 +99,8 @@ pub struct SubjectScore {
     pub reference_fallback: Option<Fallback>,
     /// With `reference_fallback: non_rgb`, the Pillow mode of the reference.
     pub reference_fallback_mode: Option<&'static str>,
+    /// How literally the generated crop copies the reference crop (the copy-paste guard).
+    pub copy_paste: super::super::copy_paste::CopyPaste,
     /// Content hash of the reference: send `{"ref": hash}` next time instead of the image.
     pub reference: String,
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use image::RgbImage;
 
 use super::super::cache::CachedReference;
+use super::super::copy_paste::Thumbnail;
 use super::super::crop;
 use super::super::Fallback;
 use super::types::{ItemInput, ScError, ScServices, StageTiming};
@@ -120,8 +121,16 @@ pub(super) fn name_locator(
     }
 }
 
-/// Preprocesses every crop on the CPU pool and embeds them all in one submission. A whole
-/// image kept as opened is resampled as Pillow does in its mode; crops and composites are RGB.
+/// Per embedding job, its embedding (or why it was rejected) and the copy-paste guard's
+/// thumbnail of the same pixels.
+pub(super) struct Embedded {
+    pub(super) outputs: Vec<crate::models::ImageOutput>,
+    pub(super) thumbnails: Vec<Option<Arc<Thumbnail>>>,
+}
+
+/// Preprocesses every crop on the CPU pool and embeds them all in one submission; the
+/// guard's thumbnails are taken from the same crops on the way. A whole image kept as opened is
+/// resampled as Pillow does in its mode; crops and composites are RGB.
 pub(super) async fn embed_all(
     svc: &ScServices,
     embedder: &crate::models::ImageLane,
@@ -129,7 +138,7 @@ pub(super) async fn embed_all(
     keys: &[EmbedKey],
     submit: SubmitOptions,
     timing: &mut StageTiming,
-) -> Result<Vec<crate::models::ImageOutput>, ScError> {
+) -> Result<Embedded, ScError> {
     let work: Vec<(Pixels, Option<crop::Window>)> = keys
         .iter()
         .map(|k| (images[k.image].pixels.clone(), k.window))
@@ -143,23 +152,33 @@ pub(super) async fn embed_all(
         .cpu
         .run(move || {
             cpu.map(work, |(pixels, window)| {
-                let result = match (window, &pixels) {
-                    (Some(w), _) => imaging::to_tensor(&crop::crop(pixels.rgb(), w), &pre, &pool),
+                let cropped = window.map(|w| crop::crop(pixels.rgb(), w));
+                let thumbnail =
+                    Thumbnail::of(cropped.as_ref().unwrap_or(pixels.rgb())).map(Arc::new);
+                let result = match (&cropped, &pixels) {
+                    (Some(c), _) => imaging::to_tensor(c, &pre, &pool),
                     (None, Pixels::AsOpened(d)) => imaging::to_tensor_in_mode(d, &pre, &pool),
                     (None, _) => imaging::to_tensor(pixels.rgb(), &pre, &pool),
                 };
-                result.map_err(|e| ScError::Preprocess(e.to_string()))
+                result
+                    .map(|t| (t, thumbnail))
+                    .map_err(|e| ScError::Preprocess(e.to_string()))
             })
             .into_iter()
             .collect::<Result<Vec<_>, _>>()
         })
         .await??;
-    collect(
+    let (tensors, thumbnails): (Vec<_>, Vec<_>) = tensors.into_iter().unzip();
+    let outputs = collect(
         embedder.batcher.submit(tensors, submit)?,
         submit.deadline,
         timing,
     )
-    .await
+    .await?;
+    Ok(Embedded {
+        outputs,
+        thumbnails,
+    })
 }
 
 /// Awaits a stage's tickets under the deadline; stages run one after the other, so their

@@ -104,6 +104,8 @@ pub fn reward_input(
         timeout_ms,
         priority: priority(req.priority)?,
         judge_answer: req.judge_answer.unwrap_or(false),
+        // The proto has no copy-paste overrides yet: the mode's default.
+        copy_paste: Default::default(),
     })
 }
 

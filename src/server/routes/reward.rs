@@ -12,6 +12,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::reward::copy_paste::CopyPasteOverrides;
 use crate::reward::engine::{self, ItemReward};
 use crate::reward::{Mode, ScError, ScOptions, ScOverrides};
 use crate::server::error::{ApiError, ErrorBody};
@@ -78,6 +79,10 @@ pub struct RewardRequest<'a> {
     /// Return the judge's answer (up to 4000 characters: its reasoning) with every
     /// semantic-alignment result; by default only unusable answers come back (500).
     pub judge_answer: Option<bool>,
+    /// Copy-paste guard overrides: `threshold` (suspected when a subject's score reaches it)
+    /// and `penalty` (subtracted times the share of suspected subjects; default 0 in `psr`
+    /// mode, `[rewards.copy_paste].penalty` in `robust` mode).
+    pub copy_paste: Option<CopyPasteOverrides>,
 }
 
 /// Where the request's time went, in milliseconds.
@@ -133,6 +138,7 @@ impl RewardBody for RewardJson {
             timeout_ms: req.timeout_ms,
             priority: req.priority,
             judge_answer: req.judge_answer.unwrap_or(false),
+            copy_paste: req.copy_paste.unwrap_or_default(),
         })
     }
 }

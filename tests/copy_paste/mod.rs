@@ -1,0 +1,2 @@
+//! Shared pieces of the copy-paste guard's tests.
+pub mod scenes;
