@@ -216,8 +216,9 @@ async fn joint_detection_picks_the_same_boxes_in_one_pass() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reference_cache_hits_named_refs_and_eviction() {
     let mut config = Config::default();
-    // Room for about two entries of the 384-d fixture embedder.
-    config.rewards.reference_cache_bytes = 4000;
+    // Room for two entries of the 384-d fixture embedder (1.5 KiB of embedding and the
+    // copy-paste guard's 3 KiB thumbnail each), not three.
+    config.rewards.reference_cache_bytes = 10_000;
     let s = TestServer::start_with(default_manifest(), config).await;
     let generated = shape_scene(400, 400, &[(40, 30, 120, 100, RED)]);
     let red_ref = shape_scene(100, 100, &[(10, 10, 60, 60, RED)]);
