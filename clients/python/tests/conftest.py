@@ -13,12 +13,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from psr_server import MISSING, PsrServer
 
 #: The shared server: small request limit (the client must chunk by /info) and a reference
-#: cache of about two entries (an entry is 1667 bytes with the 384-d fixture embedder).
+#: cache of two entries (an entry is about 4.7 KB with the 384-d fixture embedder: 1.5 KB of
+#: embedding and the copy-paste guard's 3 KB reference thumbnail).
 SHARED_CONFIG = """
 [limits]
 max_items_per_request = 16
 [rewards]
-reference_cache_bytes = 3500
+reference_cache_bytes = 10000
 """
 
 
