@@ -30,16 +30,6 @@ from service import BINARY, ORT_LIBRARY, REPO, binary_missing, running_service
 
 MANIFEST = REPO / "models" / "fixtures.toml"
 RUN_TIMEOUT_S = 300
-SIZE = 800
-#: Top-left corners of the four quadrants' squares.
-QUADRANTS = [(100, 100), (500, 100), (100, 500), (500, 500)]
-COLOURS = {
-    "red": (255, 0, 0),
-    "blue": (0, 0, 255),
-    "green": (0, 255, 0),
-    "cyan": (0, 255, 255),
-}
-SQUARE_AESTHETIC = 200 * 200 / (SIZE * SIZE)  # one square's share of mean chroma
 
 pytestmark = [
     binary_missing,
