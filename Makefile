@@ -95,7 +95,7 @@ test-python:
 ## test-client: the Python client (clients/python) against the real binary and fixture models.
 CLIENT_STAMP := $(VENV)/.client-stamp
 $(CLIENT_STAMP): $(VENV)/.stamp clients/python/pyproject.toml
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ./clients/python
+	$(PY) -m pip install --quiet --disable-pip-version-check -e "./clients/python[grpc]"
 	touch $@
 
 test-client: setup fixtures $(CLIENT_STAMP)

@@ -1,4 +1,5 @@
-"""Images with known scores under the fixture models, and an HTTP recorder.
+"""Images with known scores under the fixture models, an HTTP recorder, and a way to hold a
+server's only request slot.
 
 Fixture models (tests/fixtures/README.md): the aesthetic score is 10 x mean chroma, times the
 default normalisation 0.1, so a solid (v, 0, 0) image scores v / 255; the detector finds
@@ -8,7 +9,9 @@ solid red/green/blue/... shapes named by colour words, the embedder compares col
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,3 +91,29 @@ class Recorder:
         """Forgets what was recorded."""
         with self._lock:
             self.seen.clear()
+
+
+#: One request at a time: a second concurrent one is answered 429 with Retry-After. A body
+#: that never arrives holds the slot for up to 30 s.
+BUSY_CONFIG = "[limits]\nmax_concurrent_requests = 1\nbody_timeout_ms = 30000\n"
+
+
+def in_flight(url: str) -> int:
+    """Requests the server holds right now (``GET /info``)."""
+    return int(httpx.get(f"{url}/info", trust_env=False).json()["in_flight"]["requests"])
+
+
+def hold_the_slot(url: str) -> socket.socket:
+    """A request whose body never comes: it holds the server's only slot, deterministically,
+    until the socket closes (no race with how fast the machine runs a slow request)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(
+        b"POST /v1/embed HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: 100000\r\n\r\n{"
+    )
+    deadline = time.monotonic() + 10
+    while in_flight(url) < 1:
+        assert time.monotonic() < deadline, "the held request never took the slot"
+        time.sleep(0.01)
+    return sock

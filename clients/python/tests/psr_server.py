@@ -2,9 +2,10 @@
 
 ``PsrServer.start(config=...)`` runs the binary on a free 127.0.0.1 port with the fixture
 model set (``models/fixtures.toml``) and an optional TOML config, and waits until
-``GET /ready`` answers 200. Environment: ``PSR_BINARY`` (default ``target/debug/psr-reward``),
-``PSR_ORT_LIBRARY`` (default ``.deps/libonnxruntime.so``), ``PSR_FIXTURES_DIR`` (default
-``tests/fixtures/generated``).
+``GET /ready`` answers 200. Every server also serves the gRPC API on a port of its own
+(``grpc_url``, ``grpc://127.0.0.1:PORT``). Environment: ``PSR_BINARY`` (default
+``target/debug/psr-reward``), ``PSR_ORT_LIBRARY`` (default ``.deps/libonnxruntime.so``),
+``PSR_FIXTURES_DIR`` (default ``tests/fixtures/generated``).
 """
 
 from __future__ import annotations
@@ -52,11 +53,18 @@ class PsrServer:
     """One ``psr-reward serve`` process."""
 
     def __init__(
-        self, proc: subprocess.Popen[bytes], port: int, workdir: Path, ca_file: Path | None
+        self,
+        proc: subprocess.Popen[bytes],
+        port: int,
+        workdir: Path,
+        ca_file: Path | None,
+        grpc_port: int,
     ) -> None:
         self.proc = proc
         self.port = port
         self.url = f"{'https' if ca_file else 'http'}://127.0.0.1:{port}"
+        self.grpc_port = grpc_port
+        self.grpc_url = f"grpc://127.0.0.1:{grpc_port}"
         self.workdir = workdir
         self.verify: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
@@ -72,6 +80,7 @@ class PsrServer:
         """Starts a server with ``config`` (TOML text) and ``extra_env``, once ready
         (``ca_file``: it serves HTTPS with a certificate that CA signed)."""
         port = port or free_port()
+        grpc_port = free_port()
         workdir = Path(tempfile.mkdtemp(prefix="psr-client-test-"))
         env = dict(os.environ)
         env.update(
@@ -80,6 +89,7 @@ class PsrServer:
             PSR_MODELS=str(MANIFEST),
             PSR_ORT_LIBRARY=str(ORT_LIBRARY),
             PSR_CPU_THREADS="2",
+            PSR_GRPC_PORT=str(grpc_port),
         )
         env.update(extra_env or {})
         if config:
@@ -89,7 +99,7 @@ class PsrServer:
         proc = subprocess.Popen(
             [str(BINARY), "serve"], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
         )
-        server = PsrServer(proc, port, workdir, ca_file)
+        server = PsrServer(proc, port, workdir, ca_file, grpc_port)
         server.wait_ready()
         return server
 

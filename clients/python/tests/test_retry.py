@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
-import httpx
 import pytest
-from helpers import AESTHETIC, Recorder, red_ref, solid
+from helpers import AESTHETIC, BUSY_CONFIG, Recorder, hold_the_slot, red_ref, solid
 from psr_server import PsrServer, free_port
 
 from psr_reward_client import (
@@ -19,36 +17,12 @@ from psr_reward_client import (
     UnauthorizedError,
 )
 
-#: One request at a time: a second concurrent one is answered 429 with Retry-After. A body
-#: that never arrives holds the slot for up to 30 s.
-BUSY_CONFIG = "[limits]\nmax_concurrent_requests = 1\nbody_timeout_ms = 30000\n"
-
-
-def _in_flight(url: str) -> int:
-    return int(httpx.get(f"{url}/info", trust_env=False).json()["in_flight"]["requests"])
-
-
-def _hold_the_slot(url: str) -> socket.socket:
-    """A request whose body never comes: it holds the server's only slot, deterministically,
-    until the socket closes (no race with how fast the machine runs a slow request)."""
-    host, port = url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)))
-    sock.sendall(
-        b"POST /v1/embed HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-        b"content-length: 100000\r\n\r\n{"
-    )
-    deadline = time.monotonic() + 10
-    while _in_flight(url) < 1:
-        assert time.monotonic() < deadline, "the held request never took the slot"
-        time.sleep(0.01)
-    return sock
-
 
 def test_429_is_retried_after_retry_after_and_the_deadline_is_honoured(
     start_server: type[PsrServer],
 ) -> None:
     server = start_server.start(BUSY_CONFIG)
-    holder = _hold_the_slot(server.url)
+    holder = hold_the_slot(server.url)
     try:
         rec = Recorder()
         with RewardClient(server.url, event_hooks=rec.hooks()) as client:

@@ -1,5 +1,6 @@
-"""What the sync and async clients share: input collection, the verdict on an answer, the
-references learned from it, and parsing of ``Retry-After``."""
+"""What the sync and async clients share, over either transport: input collection, a chunk's
+attempts (the verdict on each answer, the references learned from it, the items still
+pending), and parsing of ``Retry-After``."""
 
 from __future__ import annotations
 
@@ -12,9 +13,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import DeadlineExceededError
+from ._transport import Part, Send
+from .errors import (
+    DeadlineExceededError,
+    RewardClientError,
+    RewardServerError,
+    ServerUnavailableError,
+)
 from .images import EncodedImage, ImageLike, as_image_list
+from .replicas import Replica, ReplicaSet
 from .request import (
+    CallOptions,
     ItemSubjects,
     Limits,
     PreparedItem,
@@ -177,15 +186,122 @@ def learned(
     return out
 
 
-def parse_results(
-    body: Mapping[str, Any], n: int, url: str
-) -> tuple[list[ItemResult], list[Mapping[str, Any]]]:
-    """The typed results of a 200 answer; checks the server answered for every item."""
-    raw = body.get("results")
-    if not isinstance(raw, list) or len(raw) != n:
-        got = len(raw) if isinstance(raw, list) else "no"
-        raise ValueError(f"{url}: answer has {got} results for {n} items")
-    return [ItemResult.from_json(r) for r in raw], raw
+class Attempts:
+    """One chunk's way to its results, whatever the transport: which items still wait for
+    one, whether references go by hash or inline, and the rule for each failure (the same
+    verdicts for an HTTP status and for the gRPC status it maps to). Items a stream already
+    delivered are never sent again."""
+
+    def __init__(
+        self, items: Sequence[PreparedItem], call: CallOptions, limits: Limits, stream: bool
+    ) -> None:
+        self.pending = list(items)
+        self.call = call
+        self.limits = limits
+        self.stream = stream
+        #: What the last attempt met (reported with a passed deadline).
+        self.last: BaseException | None = None
+        self._inline = False
+        self._variant = call.variant()
+        self._sent: list[PreparedItem] = []
+        self._done: set[int] = set()
+
+    def next_send(self, replicas: ReplicaSet, replica: Replica, left: float) -> Send:
+        """The next attempt on ``replica`` with ``left`` seconds: the pending items, with the
+        references it holds sent by hash (none after it forgot one)."""
+        self._sent = [it for it in self.pending if it.index not in self._done]
+        known = (
+            {}
+            if self._inline
+            else replicas.known_refs(replica, ref_pairs(self._sent), self._variant)
+        )
+        ms = timeout_ms(left, self.limits.max_timeout_ms)
+        return Send(self._sent, self.call, known, ms, left, self.stream)
+
+    def received(
+        self, replicas: ReplicaSet, replica: Replica, part: Part
+    ) -> tuple[list[PreparedItem], list[ItemResult], Mapping[str, Any] | None]:
+        """Typed results of a part, the references it taught, and the items it answers."""
+        items = [self._sent[p] for p in part.positions]
+        twice = [it.index for it in items if it.index in self._done]
+        if twice:
+            raise ValueError(f"{replica.url}: items {twice} answered twice")
+        replicas.learn(replica, learned(items, part.raw), self._variant)
+        self._done.update(it.index for it in items)
+        return items, [ItemResult.from_json(r) for r in part.raw], part.response
+
+    def lost(self, replicas: ReplicaSet, replica: Replica, e: BaseException) -> None:
+        """The connection failed: the replica is down for a while; retry the rest."""
+        replicas.mark_down(replica)
+        self.last = e
+        self._drop_done()
+
+    def failed(
+        self, replicas: ReplicaSet, replica: Replica, err: RewardServerError
+    ) -> list[list[PreparedItem]]:
+        """The server answered ``err``: returns the two halves to send on their own when
+        the chunk is too large, [] to retry (busy, down, or with references inline), and
+        raises ``err`` when retrying cannot help."""
+        self._drop_done()
+        self.last = err
+        v = verdict(err.status, err.error_type)
+        if v is Verdict.BUSY:
+            replicas.mark_busy(replica, err.retry_after)
+        elif v is Verdict.DOWN:
+            replicas.mark_down(replica, err.retry_after)
+        elif v is Verdict.RESEND and not self._inline:
+            replicas.forget(replica, [d for d, _ in ref_pairs(self.pending)])
+            self._inline = True
+        elif v is Verdict.SPLIT and len(self.pending) > 1:
+            half = len(self.pending) // 2
+            return [self.pending[:half], self.pending[half:]]
+        else:
+            raise err
+        return []
+
+    def succeeded(self, replicas: ReplicaSet, replica: Replica) -> None:
+        """The attempt ended well; every item sent must have had its result."""
+        replicas.mark_ok(replica)
+        self._drop_done()
+        if self.pending:
+            missing = [it.index for it in self.pending]
+            raise RewardClientError(f"{replica.url}: no result for items {missing}")
+
+    def _drop_done(self) -> None:
+        self.pending = [it for it in self.pending if it.index not in self._done]
+
+
+class Gathered:
+    """A group's results as its chunks answer, for ``score`` (in item order)."""
+
+    def __init__(self) -> None:
+        self._by_index: dict[int, ItemResult] = {}
+        self.responses: list[Mapping[str, Any]] = []
+
+    def add(
+        self,
+        items: Sequence[PreparedItem],
+        results: list[ItemResult],
+        response: Mapping[str, Any] | None,
+    ) -> None:
+        """The sink of a chunk's parts."""
+        for it, r in zip(items, results, strict=True):
+            self._by_index[it.index] = r
+        if response is not None:
+            self.responses.append(response)
+
+    def results(self) -> list[ItemResult]:
+        """The results in item order."""
+        return [self._by_index[i] for i in sorted(self._by_index)]
+
+
+def not_ready(timeout: float, why: Mapping[str, str]) -> ServerUnavailableError:
+    """What ``wait_until_ready`` raises: each replica's last answer."""
+    detail = "; ".join(f"{u}: {w}" for u, w in why.items())
+    return ServerUnavailableError(
+        f"psr-reward not ready after {timeout:.0f} s ({detail}); is the server "
+        "running (`make run`) and are the base URLs right?"
+    )
 
 
 def remaining(deadline: float, last_error: BaseException | None, what: str) -> float:

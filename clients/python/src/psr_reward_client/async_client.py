@@ -11,36 +11,35 @@ import concurrent.futures as cf
 import os
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from . import _core
 from ._core import Verdict
+from ._transport import AsyncTransport, ConnectionFailed, scheme_of
 from .errors import (
     DeadlineExceededError,
+    RewardServerError,
     ServerUnavailableError,
-    TlsVerificationError,
-    error_for,
 )
 from .images import EncodedImage, EncodeOptions, encode_image
 from .replicas import Backoff, Replica, ReplicaSet
-from .request import CallOptions, ItemSubjects, Limits, PreparedItem, build_body, plan_chunks
+from .request import CallOptions, ItemSubjects, Limits, PreparedItem, plan_chunks
 from .results import ItemResult, ScoreResult
-from .sync_client import DEFAULT_URL, _urls, auth_headers
+from .sync_client import DEFAULT_URL, Sink, _urls, auth_headers
 
 
 @dataclass
 class _LoopState:
-    http: httpx.AsyncClient
+    transport: AsyncTransport
     gate: asyncio.Semaphore
 
 
 class AsyncRewardClient:
-    """Asyncio twin of :class:`RewardClient` (same arguments, same results and errors):
-    ``await client.score(...)``; ``client.submit(...)`` returns an :class:`asyncio.Task`.
+    """Asyncio twin of :class:`RewardClient` (same arguments, same transports, same results
+    and errors): ``await client.score(...)``; ``client.submit(...)`` returns an
+    :class:`asyncio.Task`; ``async for index, result in client.stream(...)``.
     ``event_hooks`` must hold ``async`` functions (httpx's rule for its async client)."""
 
     def __init__(
@@ -65,12 +64,17 @@ class AsyncRewardClient:
         self.chunk_size = chunk_size
         self.max_concurrency = max_concurrency
         self.encode_options = encode or EncodeOptions()
-        self._replicas = ReplicaSet(_urls(base_url), backoff or Backoff())
+        urls = _urls(base_url)
+        self._grpc = scheme_of(urls) == "grpc"
+        if self._grpc and event_hooks:
+            raise ValueError("event_hooks are httpx hooks: HTTP base URLs only")
+        self._replicas = ReplicaSet(urls, backoff or Backoff())
         self._connect_timeout = connect_timeout
         self._headers = auth_headers(headers, api_key)
         self._trust_env = trust_env
         self._hooks = {k: list(v) for k, v in (event_hooks or {}).items()}
-        self._verify = _core.tls_context(ca_file, verify)
+        self._ca_file = ca_file
+        self._verify = verify
         workers = encode_workers or min(8, os.cpu_count() or 1)
         self._encode_pool = cf.ThreadPoolExecutor(workers, thread_name_prefix="psr-encode")
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
@@ -78,19 +82,42 @@ class AsyncRewardClient:
         )
         self._limits: Limits | None = None
 
+    async def _run_cpu(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on the encoding pool (CPU work kept off the event loop)."""
+        return await asyncio.get_running_loop().run_in_executor(self._encode_pool, fn, *args)
+
+    def _open(self) -> AsyncTransport:
+        """This loop's transport (gRPC: the ``[grpc]`` extra, imported only then)."""
+        if self._grpc:
+            from ._grpc.transport import AsyncGrpcTransport, GrpcSettings
+
+            settings = GrpcSettings(
+                headers=self._headers,
+                trust_env=self._trust_env,
+                ca_file=self._ca_file,
+                verify=self._verify,
+            )
+            return AsyncGrpcTransport(settings, self._run_cpu)
+        from ._http import AsyncHttpTransport, HttpSettings
+
+        pool = self.max_concurrency * len(self._replicas.replicas) + 4
+        return AsyncHttpTransport(
+            HttpSettings(
+                pool=pool,
+                headers=self._headers,
+                trust_env=self._trust_env,
+                event_hooks=self._hooks,
+                verify=_core.tls_context(self._ca_file, self._verify),
+                connect_timeout=self._connect_timeout,
+            ),
+            self._run_cpu,
+        )
+
     def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
         st = self._loops.get(loop)
         if st is None:
-            pool = self.max_concurrency * len(self._replicas.replicas) + 4
-            http = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
-                headers=self._headers,
-                trust_env=self._trust_env,
-                event_hooks=self._hooks,
-                verify=self._verify,
-            )
-            st = _LoopState(http, asyncio.Semaphore(self.max_concurrency))
+            st = _LoopState(self._open(), asyncio.Semaphore(self.max_concurrency))
             self._loops[loop] = st
         return st
 
@@ -98,7 +125,7 @@ class AsyncRewardClient:
         """Closes this loop's connections and the encoding pool."""
         st = self._loops.pop(asyncio.get_running_loop(), None)
         if st is not None:
-            await st.http.aclose()
+            await st.transport.aclose()
         self._encode_pool.shutdown(wait=False)
 
     async def __aenter__(self) -> AsyncRewardClient:
@@ -112,20 +139,14 @@ class AsyncRewardClient:
         """The replicas' base URLs."""
         return [r.url for r in self._replicas.replicas]
 
-    async def _probe(self, url: str, timeout: float) -> str | None:
-        try:
-            r = await self._state().http.get(f"{url}/ready", timeout=timeout)
-        except httpx.TransportError as e:
-            return f"{type(e).__name__}: {e}"
-        return None if r.status_code == 200 else f"{r.status_code} {r.text.strip()[:200]}"
-
     async def wait_until_ready(self, timeout: float = 60.0, *, every: bool = False) -> None:
         """See :meth:`RewardClient.wait_until_ready`."""
         deadline = time.monotonic() + timeout
         why: dict[str, str] = {}
         while True:
             for r in self._replicas.replicas:
-                problem = await self._probe(r.url, min(2.0, max(0.1, deadline - time.monotonic())))
+                left = min(2.0, max(0.1, deadline - time.monotonic()))
+                problem = await self._state().transport.probe(r.url, left)
                 if problem is None:
                     why.pop(r.url, None)
                     self._replicas.mark_ok(r)
@@ -136,30 +157,21 @@ class AsyncRewardClient:
             if every and not why:
                 return
             if time.monotonic() >= deadline:
-                detail = "; ".join(f"{u}: {w}" for u, w in why.items())
-                raise ServerUnavailableError(
-                    f"psr-reward not ready after {timeout:.0f} s ({detail}); is the server "
-                    "running (`make run`) and are the base URLs right?"
-                )
+                raise _core.not_ready(timeout, why)
             await asyncio.sleep(0.2)
 
     async def info(self, timeout: float = 10.0) -> dict[str, Any]:
-        """``GET /info`` of the first replica that answers."""
+        """See :meth:`RewardClient.info`."""
         last: BaseException | None = None
         for r in self._replicas.replicas:
             try:
-                resp = await self._state().http.get(f"{r.url}/info", timeout=timeout)
-            except httpx.TransportError as e:
-                if _core.tls_failure(e):
-                    raise TlsVerificationError(f"{r.url}: {e} (ca_file=?)") from e
+                return await self._state().transport.info(r.url, timeout)
+            except ConnectionFailed as e:
                 last = e
-                continue
-            if resp.status_code == 200:
-                body: dict[str, Any] = resp.json()
-                return body
-            last = error_for(resp.status_code, resp.text, url=r.url)
-            if _core.verdict(resp.status_code, last.error_type) is Verdict.FAIL:
-                raise last  # 401, 404, ...: asking again cannot help
+            except RewardServerError as e:
+                if _core.verdict(e.status, e.error_type) is Verdict.FAIL:
+                    raise  # 401, 404, ...: asking again cannot help
+                last = e
         raise ServerUnavailableError(f"no replica answered GET /info: {last}")
 
     async def limits(self, timeout: float = 10.0) -> Limits:
@@ -188,20 +200,8 @@ class AsyncRewardClient:
         priority: int | None = None,
     ) -> ScoreResult:
         """See :meth:`RewardClient.score`."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         call = CallOptions(rewards, mode, options, priority)
-        collected = _core.collect(images, prompts, subjects, task)
-        loop = asyncio.get_running_loop()
-        encoding: dict[int, asyncio.Future[EncodedImage]] = {}
-        for k in _core.encode_order(collected):
-            encoding[k] = loop.run_in_executor(
-                self._encode_pool, encode_image, collected.images[k], self.encode_options
-            )
-        limits = await self.limits(max(0.0, deadline - time.monotonic()))
-        tasks = [
-            asyncio.ensure_future(self._group(collected, group, encoding, call, deadline, limits))
-            for group in _core.count_groups(collected.n_items, limits, self.chunk_size)
-        ]
+        tasks = await self._start(images, prompts, subjects, task, call, timeout, None)
         try:
             parts = await asyncio.gather(*tasks)
         except BaseException:
@@ -215,9 +215,78 @@ class AsyncRewardClient:
             responses.extend(resp)
         return ScoreResult(out, responses)
 
+    async def stream(
+        self,
+        images: Any,
+        prompts: str | Sequence[str] | None = None,
+        subjects: Sequence[ItemSubjects] | None = None,
+        task: str | Sequence[str | None] | None = None,
+        rewards: Mapping[str, float] | None = None,
+        timeout: float | None = None,
+        *,
+        mode: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        priority: int | None = None,
+    ) -> AsyncIterator[tuple[int, ItemResult]]:
+        """See :meth:`RewardClient.stream`: ``async for index, result in ...``."""
+        call = CallOptions(rewards, mode, options, priority)
+        done: asyncio.Queue[list[tuple[int, ItemResult]] | None] = asyncio.Queue()
+
+        def sink(
+            items: Sequence[PreparedItem],
+            results: list[ItemResult],
+            _resp: Mapping[str, Any] | None,
+        ) -> None:
+            done.put_nowait([(it.index, r) for it, r in zip(items, results, strict=True)])
+
+        tasks = await self._start(images, prompts, subjects, task, call, timeout, sink)
+        for t in tasks:
+            t.add_done_callback(lambda _t: done.put_nowait(None))
+        try:
+            finished = 0
+            while finished < len(tasks):
+                got = await done.get()
+                if got is None:
+                    finished += 1
+                    continue
+                for pair in got:
+                    yield pair
+            for t in tasks:
+                t.result()  # raises the first group's error, if one failed
+        finally:
+            for t in tasks:
+                t.cancel()
+
     def submit(self, *args: Any, **kwargs: Any) -> asyncio.Task[ScoreResult]:
         """``score`` as a task on the running loop (score step N while sampling step N+1)."""
         return asyncio.ensure_future(self.score(*args, **kwargs))
+
+    async def _start(
+        self,
+        images: Any,
+        prompts: str | Sequence[str] | None,
+        subjects: Sequence[ItemSubjects] | None,
+        task: str | Sequence[str | None] | None,
+        call: CallOptions,
+        timeout: float | None,
+        sink: Sink | None,
+    ) -> list[asyncio.Task[tuple[list[ItemResult], list[Mapping[str, Any]]]]]:
+        """See :meth:`RewardClient._start`."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        collected = _core.collect(images, prompts, subjects, task)
+        loop = asyncio.get_running_loop()
+        encoding: dict[int, asyncio.Future[EncodedImage]] = {}
+        for k in _core.encode_order(collected):
+            encoding[k] = loop.run_in_executor(
+                self._encode_pool, encode_image, collected.images[k], self.encode_options
+            )
+        limits = await self.limits(max(0.0, deadline - time.monotonic()))
+        return [
+            asyncio.ensure_future(
+                self._group(collected, group, encoding, call, deadline, limits, sink)
+            )
+            for group in _core.count_groups(collected.n_items, limits, self.chunk_size)
+        ]
 
     async def _acquire(self, deadline: float, last: BaseException | None) -> Replica:
         while True:
@@ -232,7 +301,7 @@ class AsyncRewardClient:
                 continue
             if replica.healthy:
                 return replica
-            problem = await self._probe(replica.url, min(2.0, left))
+            problem = await self._state().transport.probe(replica.url, min(2.0, left))
             if problem is None:
                 self._replicas.mark_ok(replica)
                 return replica
@@ -248,6 +317,7 @@ class AsyncRewardClient:
         call: CallOptions,
         deadline: float,
         limits: Limits,
+        sink: Sink | None,
     ) -> tuple[list[ItemResult], list[Mapping[str, Any]]]:
         """Waits for a group's images, then sends it (in chunks within the byte limits)."""
         slots = _core.slots_of(c, group)
@@ -258,14 +328,14 @@ class AsyncRewardClient:
             raise DeadlineExceededError("encoding: deadline passed") from e
         items = _core.prepared(c, group, dict(zip(slots, done, strict=True)))
         st = self._state()
-        results: list[ItemResult] = []
-        responses: list[Mapping[str, Any]] = []
+        got = _core.Gathered()
         async with st.gate:
             for ch in plan_chunks(items, limits, self.chunk_size):
-                res, resp = await self._send(items[ch.start : ch.stop], call, deadline, limits, st)
-                results.extend(res)
-                responses.extend(resp)
-        return results, responses
+                chunk = items[ch.start : ch.stop]
+                await self._send(
+                    chunk, call, deadline, limits, st, sink or got.add, sink is not None
+                )
+        return got.results(), got.responses
 
     async def _send(
         self,
@@ -274,71 +344,36 @@ class AsyncRewardClient:
         deadline: float,
         limits: Limits,
         st: _LoopState,
-    ) -> tuple[list[ItemResult], list[Mapping[str, Any]]]:
-        last: BaseException | None = None
-        inline = False
-        variant = call.variant()
-        loop = asyncio.get_running_loop()
-        while True:
-            replica = await self._acquire(deadline, last)
+        sink: Sink,
+        stream: bool,
+    ) -> None:
+        """See :meth:`RewardClient._chunk`."""
+        attempt = _core.Attempts(items, call, limits, stream)
+        while attempt.pending:
+            replica = await self._acquire(deadline, attempt.last)
+            halves: list[list[PreparedItem]] = []
             try:
-                left = _core.remaining(deadline, last, "scoring")
-                known = (
-                    {}
-                    if inline
-                    else self._replicas.known_refs(replica, _core.ref_pairs(items), variant)
-                )
-                body = await loop.run_in_executor(
-                    self._encode_pool,
-                    build_body,
-                    items,
-                    call,
-                    known,
-                    _core.timeout_ms(left, limits.max_timeout_ms),
-                )
+                left = _core.remaining(deadline, attempt.last, "scoring")
+                send = attempt.next_send(self._replicas, replica, left)
+                parts = st.transport.send(replica.url, send)
                 try:
-                    resp = await st.http.post(
-                        f"{replica.url}/v1/reward",
-                        content=body,
-                        headers={"content-type": "application/json"},
-                        timeout=httpx.Timeout(left, connect=min(left, self._connect_timeout)),
-                    )
-                except httpx.TransportError as e:
-                    if isinstance(e, httpx.TimeoutException) and time.monotonic() >= deadline:
-                        raise DeadlineExceededError("scoring: deadline passed", e) from e
-                    if _core.tls_failure(e):
-                        raise TlsVerificationError(f"{replica.url}: {e} (ca_file=?)") from e
-                    self._replicas.mark_down(replica)
-                    last = e
+                    async for part in parts:
+                        sink(*attempt.received(self._replicas, replica, part))
+                except ConnectionFailed as e:
+                    if e.timed_out and time.monotonic() >= deadline:
+                        raise DeadlineExceededError("scoring: deadline passed", e.cause) from e
+                    attempt.lost(self._replicas, replica, e)
                     continue
+                except RewardServerError as err:
+                    halves = attempt.failed(self._replicas, replica, err)
+                    if not halves:
+                        continue
+                finally:
+                    await parts.aclose()  # leaving a stream early cancels its call
             finally:
                 self._replicas.release(replica)
-            if resp.status_code == 200:
-                self._replicas.mark_ok(replica)
-                payload = resp.json()
-                results, raw = _core.parse_results(payload, len(items), replica.url)
-                self._replicas.learn(replica, _core.learned(items, raw), variant)
-                return results, [payload]
-            err = error_for(
-                resp.status_code,
-                resp.text,
-                request_id=resp.headers.get("x-request-id"),
-                url=replica.url,
-                retry_after=_core.retry_after_seconds(resp.headers.get("retry-after")),
-            )
-            v = _core.verdict(resp.status_code, err.error_type)
-            last = err
-            if v is Verdict.BUSY:
-                self._replicas.mark_busy(replica, err.retry_after)
-            elif v is Verdict.DOWN:
-                self._replicas.mark_down(replica, err.retry_after)
-            elif v is Verdict.RESEND and not inline:
-                self._replicas.forget(replica, [d for d, _ in _core.ref_pairs(items)])
-                inline = True
-            elif v is Verdict.SPLIT and len(items) > 1:
-                half = len(items) // 2
-                a = await self._send(items[:half], call, deadline, limits, st)
-                b = await self._send(items[half:], call, deadline, limits, st)
-                return a[0] + b[0], a[1] + b[1]
-            else:
-                raise err
+            if halves:  # too large: each half on its own, once this attempt is released
+                for half in halves:
+                    await self._send(half, call, deadline, limits, st, sink, stream)
+                return
+            attempt.succeeded(self._replicas, replica)

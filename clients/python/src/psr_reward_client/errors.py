@@ -21,6 +21,9 @@ class RewardServerError(RewardClientError):
     ``status`` is the HTTP status, ``error_type`` the server's snake_case kind (``"http_<status>"``
     when the body was not the service's JSON), ``message`` its text, ``request_id`` the
     ``x-request-id`` of the answer (quote it when reporting a problem) and ``url`` the replica.
+    Over gRPC, ``grpc_code`` is the status code's name (``"RESOURCE_EXHAUSTED"``),
+    ``error_type`` the ``ErrorInfo.reason`` and ``status`` the HTTP status of the same error,
+    so one ``except`` clause (and one retry rule) serves both transports.
     """
 
     def __init__(
@@ -32,14 +35,18 @@ class RewardServerError(RewardClientError):
         request_id: str | None = None,
         url: str | None = None,
         retry_after: float | None = None,
+        grpc_code: str | None = None,
     ) -> None:
         self.status = status
+        self.grpc_code = grpc_code
         self.error_type = error_type
         self.message = message
         self.request_id = request_id
         self.url = url
         self.retry_after = retry_after
         where = f" from {url}" if url else ""
+        if grpc_code:
+            where = f" ({grpc_code}){where}"
         rid = f", request {request_id}" if request_id else ""
         super().__init__(f"{status} {error_type}{where}{rid}: {message}")
 
@@ -136,7 +143,27 @@ def error_for(
 ) -> RewardServerError:
     """The typed exception for an error answer (status and body)."""
     kind, message = parse_error_body(text)
-    error_type = kind or f"http_{status}"
+    return server_error(
+        status,
+        kind or f"http_{status}",
+        message,
+        request_id=request_id,
+        url=url,
+        retry_after=retry_after,
+    )
+
+
+def server_error(
+    status: int,
+    error_type: str,
+    message: str,
+    *,
+    request_id: str | None = None,
+    url: str | None = None,
+    retry_after: float | None = None,
+    grpc_code: str | None = None,
+) -> RewardServerError:
+    """The typed exception for an error of HTTP ``status`` and ``error_type`` (either edge)."""
     cls: type[RewardServerError]
     if error_type == "unknown_reference":
         cls = UnknownReferenceError
@@ -148,4 +175,12 @@ def error_for(
         cls = InvalidRequestError
     else:
         cls = BackendError
-    return cls(status, error_type, message, request_id=request_id, url=url, retry_after=retry_after)
+    return cls(
+        status,
+        error_type,
+        message,
+        request_id=request_id,
+        url=url,
+        retry_after=retry_after,
+        grpc_code=grpc_code,
+    )
