@@ -1,11 +1,12 @@
 """The gRPC transport (``grpc://``) against the real binary: the HTTP client's results, every
-streamed item exactly once, the deadline, overload, bad inputs, API keys, health and
-reflection."""
+streamed item exactly once, cancelling a stream, the deadline, overload, bad inputs, API
+keys, health and reflection."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -131,6 +132,50 @@ def _slow_detector_manifest(folder: Path) -> Path:
     path = folder / "slow-detector.toml"
     path.write_text(text)
     return path
+
+
+def _metric(server: PsrServer, name: str) -> float:
+    """A sample of ``GET /metrics`` (0 when it has none yet)."""
+    text = httpx.get(f"{server.url}/metrics", trust_env=False, timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+DETECTOR_QUEUE = 'psr_reward_queue_depth{model="fixture-detector"}'
+DETECTOR_DROPPED = 'psr_reward_batcher_failures_total{model="fixture-detector",reason="dropped"}'
+DETECTOR_ITEMS = 'psr_reward_inference_items_total{model="fixture-detector"}'
+
+
+def test_leaving_a_stream_cancels_the_call_and_its_queued_work(
+    start_server: type[PsrServer], tmp_path: Path
+) -> None:
+    server = start_server.start(extra_env={"PSR_MODELS": str(_slow_detector_manifest(tmp_path))})
+    images, prompts, subjects = _scene(6)
+    inferred = _metric(server, DETECTOR_ITEMS)  # the warm-up's
+
+    async def run() -> None:
+        async with AsyncRewardClient(server.grpc_url, timeout=60) as g:
+            stream = g.stream(images, prompts, subjects)
+            first = asyncio.ensure_future(stream.__anext__())
+            deadline = time.monotonic() + 10
+            while await asyncio.to_thread(_metric, server, DETECTOR_QUEUE) < 1:
+                assert time.monotonic() < deadline, "the stream's work never queued"
+                await asyncio.sleep(0.02)
+            first.cancel()  # the caller gives up before any result (the batch waits 3 s)
+            with contextlib.suppress(asyncio.CancelledError):
+                await first
+            await stream.aclose()
+
+    asyncio.run(run())
+    deadline = time.monotonic() + 5
+    while _metric(server, DETECTOR_DROPPED) < 1:
+        assert time.monotonic() < deadline, "the cancelled work was never dropped"
+        time.sleep(0.05)
+    time.sleep(3.5)  # past the detector's 3 s batch delay: nothing of the stream ran
+    assert _metric(server, DETECTOR_ITEMS) == inferred
+    assert _metric(server, DETECTOR_QUEUE) == 0
 
 
 def test_the_servers_deadline_is_a_server_timeout_on_both_transports(

@@ -11,7 +11,7 @@ import concurrent.futures as cf
 import os
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,7 +227,7 @@ class AsyncRewardClient:
         mode: str | None = None,
         options: Mapping[str, Any] | None = None,
         priority: int | None = None,
-    ) -> AsyncIterator[tuple[int, ItemResult]]:
+    ) -> AsyncGenerator[tuple[int, ItemResult], None]:
         """See :meth:`RewardClient.stream`: ``async for index, result in ...``."""
         call = CallOptions(rewards, mode, options, priority)
         done: asyncio.Queue[list[tuple[int, ItemResult]] | None] = asyncio.Queue()

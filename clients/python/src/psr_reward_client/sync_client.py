@@ -7,7 +7,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
 from . import _core
@@ -258,7 +258,7 @@ class RewardClient:
         mode: str | None = None,
         options: Mapping[str, Any] | None = None,
         priority: int | None = None,
-    ) -> Iterator[tuple[int, ItemResult]]:
+    ) -> Generator[tuple[int, ItemResult], None, None]:
         """``score``'s results as they finish: ``(index, ItemResult)`` pairs in completion
         order, every index of ``images`` exactly once (an item retried after an overload is
         not repeated). Over gRPC each item comes as soon as its models are done

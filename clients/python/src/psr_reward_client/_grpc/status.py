@@ -39,6 +39,11 @@ _BY_CODE = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 
+#: Codes that mean something else without the service's ``ErrorInfo``: tonic answers a
+#: message over the server's decoding limit with RESOURCE_EXHAUSTED or OUT_OF_RANGE (413 on
+#: HTTP: split the chunk, not the 429 overload that is retried as it is).
+_PLAIN_STATUS = {grpc.StatusCode.RESOURCE_EXHAUSTED: 413}
+
 #: ``error_type``s for codes that come without an ``ErrorInfo`` (from tonic or a proxy).
 _PLAIN_TYPES = {413: "payload_too_large"}
 
@@ -76,7 +81,10 @@ def error_of(e: Any, url: str) -> Exception:
         grpc.StatusCode.CANCELLED,
     ):
         return ConnectionFailed(e, timed_out=code is grpc.StatusCode.DEADLINE_EXCEEDED)
-    status = _BY_REASON.get(reason or "") or _BY_CODE.get(code, 500)
+    if reason is None:
+        status = _PLAIN_STATUS.get(code) or _BY_CODE.get(code, 500)
+    else:
+        status = _BY_REASON.get(reason) or _BY_CODE.get(code, 500)
     error_type = reason or _PLAIN_TYPES.get(status) or f"grpc_{code.name.lower()}"
     return server_error(
         status,
