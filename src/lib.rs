@@ -7,6 +7,7 @@
 //! - [`runtime`]: the ONNX Runtime environment, execution-provider choice and session signatures;
 //! - [`models`]: model manifests and the adapters that turn model inputs/outputs into typed values;
 //! - [`batcher`]: per-model queues that merge work from all callers into model batches;
+//! - [`explain`]: reward explanations (annotated image, crops), drawn with [`fonts`];
 //! - [`server`]: the HTTP edge (axum), where library errors become JSON responses;
 //! - [`metrics`]: the Prometheus families, all registered at start-up;
 //! - [`cpu_pool`]: the bounded thread pool for parsing, decoding and preprocessing.
@@ -15,6 +16,8 @@ pub mod batcher;
 pub mod config;
 pub mod cpu_pool;
 pub mod eval;
+pub mod explain;
+pub mod fonts;
 pub mod imaging;
 pub mod metrics;
 pub mod models;

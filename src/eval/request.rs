@@ -80,6 +80,7 @@ pub fn body(
         priority: None,
         judge_answer: Some(true),
         copy_paste: None,
+        explain: None,
     };
     serde_json::to_vec(&request)
 }

@@ -16,6 +16,8 @@ mod subject_consistency;
 
 use serde::{Deserialize, Serialize};
 
+use crate::imaging::DecodedImage;
+
 pub use aesthetic::RemoteScorerConfig;
 pub use cache::{CacheMetrics, ReferenceCache};
 pub use combine::{
@@ -158,6 +160,24 @@ impl ScOptions {
             alpha: o.alpha.unwrap_or(base.alpha),
             matching: o.matching.unwrap_or(base.matching),
             detection: o.detection.unwrap_or(base.detection),
+        }
+    }
+
+    /// How a detector box becomes crop bounds under these options.
+    pub fn crop_rule(&self) -> crop::CropRule {
+        if self.clamp_boxes {
+            crop::CropRule::Clamp
+        } else {
+            crop::CropRule::PythonSlice
+        }
+    }
+
+    /// The RGB pixels boxes are cropped from: the image composited on white when the alpha
+    /// rule asks for it and the image has alpha, else its RGB pixels (alpha dropped).
+    pub fn crop_source<'a>(&self, d: &'a DecodedImage) -> std::borrow::Cow<'a, image::RgbImage> {
+        match (self.alpha, d.alpha.is_some()) {
+            (AlphaRule::CompositeWhite, true) => std::borrow::Cow::Owned(d.composited_on_white()),
+            _ => std::borrow::Cow::Borrowed(&d.rgb),
         }
     }
 

@@ -152,10 +152,12 @@ impl ApiKeys {
 
     /// Whether `path` is open without a key.
     pub fn is_public(&self, path: &str) -> bool {
-        !self.config.protect_operational
-            && OPERATIONAL_PATHS
-                .iter()
-                .any(|p| path == *p || (*p == "/docs" && path.starts_with("/docs/")))
+        // The playground's files hold no data, and a browser cannot send a key to load a page.
+        super::routes::playground::PATHS.contains(&path)
+            || !self.config.protect_operational
+                && OPERATIONAL_PATHS
+                    .iter()
+                    .any(|p| path == *p || (*p == "/docs" && path.starts_with("/docs/")))
     }
 
     /// Whether the operational routes and RPCs (health, reflection) need a key too.
@@ -446,5 +448,15 @@ mod tests {
         assert!(!keys.accepts(b""));
         assert!(keys.is_public("/health") && keys.is_public("/docs/index.html"));
         assert!(!keys.is_public("/info") && !keys.is_public("/v1/reward"));
+        // The playground's files stay open even when the operational routes are closed.
+        let closed = ApiKeys::from_config(&AuthConfig {
+            protect_operational: true,
+            ..config
+        })
+        .unwrap()
+        .unwrap();
+        assert!(!closed.is_public("/health") && !closed.is_public("/metrics"));
+        assert!(closed.is_public("/") && closed.is_public("/playground/app.js"));
+        assert!(!closed.is_public("/playground/other"));
     }
 }

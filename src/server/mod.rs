@@ -38,7 +38,7 @@ pub use docs::ApiDoc;
 pub use error::ApiError;
 pub use state::AppState;
 
-/// The operational routes: (path, handler).
+/// The operational routes and the playground page: (path, handler).
 fn operational_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     vec![
         ("/health", get(routes::health::health)),
@@ -47,6 +47,9 @@ fn operational_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/metrics", get(routes::metrics::metrics)),
         ("/openapi.json", get(openapi_json)),
     ]
+    .into_iter()
+    .chain(routes::playground::routes())
+    .collect()
 }
 
 /// The model and reward routes, which pass the admission gate (`limits.max_concurrent_requests`).

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::explain::{self, ExplainInput};
 use crate::imaging::{DecodedImage, EncodedImage};
 use crate::reward::engine::{Plan, PreparedItem, RewardServices};
 use crate::reward::{ItemInput, Mode, ReferenceInput, ScOptions, ScOverrides, SubjectInput};
@@ -63,6 +64,8 @@ pub struct RewardInput<'a> {
     pub judge_answer: bool,
     /// Copy-paste guard overrides (none: the mode's default).
     pub copy_paste: crate::reward::copy_paste::CopyPasteOverrides,
+    /// Return an explanation per item (at most [`explain::MAX_ITEMS`] items).
+    pub explain: bool,
 }
 
 /// A request message that owns its images and parses into a [`RewardInput`] borrowing
@@ -81,6 +84,8 @@ pub struct Decoded {
     pub plan: Plan,
     /// The request's share of the in-flight budget, held until the response is built.
     pub permit: BytesPermit,
+    /// With `explain`, per item the images its explanation is drawn from.
+    pub explain: Option<Vec<ExplainInput>>,
 }
 
 /// What the reward engine needs of the state, or 503 while models load.
@@ -318,6 +323,16 @@ fn reward_cost(
 /// decoded once.
 pub fn decode(st: &AppState, req: RewardInput<'_>, arrived: Instant) -> Result<Decoded, ApiError> {
     validate_items(st, &req.items)?;
+    if req.explain && req.items.len() > explain::MAX_ITEMS {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "request_too_large",
+            format!(
+                "explain: at most {} items a request (an explanation is a PNG per item): split it",
+                explain::MAX_ITEMS
+            ),
+        ));
+    }
     let weights = validate_weights(st, req.rewards)?;
     if weights.contains_key("position") && req.items.iter().any(|it| it.subjects.len() < 2) {
         return Err(ApiError::invalid(
@@ -357,7 +372,7 @@ pub fn decode(st: &AppState, req: RewardInput<'_>, arrived: Instant) -> Result<D
         })
         .into_iter()
         .collect::<Result<_, _>>()?;
-    let items = req
+    let items: Vec<PreparedItem> = req
         .items
         .into_iter()
         .zip(d.image_of_ref)
@@ -384,9 +399,13 @@ pub fn decode(st: &AppState, req: RewardInput<'_>, arrived: Instant) -> Result<D
             task: item.task,
         })
         .collect();
+    let explain = req
+        .explain
+        .then(|| items.iter().map(explain_input).collect());
     Ok(Decoded {
         items,
         permit,
+        explain,
         plan: Plan {
             weights,
             mode: req.mode,
@@ -396,4 +415,20 @@ pub fn decode(st: &AppState, req: RewardInput<'_>, arrived: Instant) -> Result<D
             copy_paste,
         },
     })
+}
+
+/// The images an item's explanation is drawn from (shared, not copied).
+fn explain_input(item: &PreparedItem) -> ExplainInput {
+    ExplainInput {
+        image: item.input.image.clone(),
+        references: item
+            .input
+            .subjects
+            .iter()
+            .map(|s| match &s.reference {
+                ReferenceInput::Image(d) => Some(d.clone()),
+                ReferenceInput::Cached(_) => None,
+            })
+            .collect(),
+    }
 }

@@ -4,11 +4,9 @@
 //! Sans (registered once from bytes), so no system font is needed at run time.
 
 use std::path::Path;
-use std::sync::OnceLock;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::FontStyle;
 
 use crate::eval::summary::{subset_names, Metric, SetSummary, SubsetSummary, Summary};
 
@@ -27,7 +25,7 @@ pub const PALETTE: [RGBColor; 6] = [
     RGBColor(23, 190, 207),
 ];
 
-const FONT: &str = "psr-sans";
+use crate::fonts::SANS as FONT;
 
 /// Why a chart could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -49,17 +47,6 @@ const METRICS: [(&str, MetricOf); 3] = [
     ("Aesthetic", |s| &s.aesthetic),
 ];
 
-fn font() -> Result<(), String> {
-    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
-    REGISTERED
-        .get_or_init(|| {
-            let bytes: &'static [u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
-            plotters::style::register_font(FONT, FontStyle::Normal, bytes)
-                .map_err(|_| "the bundled font cannot be read".to_string())
-        })
-        .clone()
-}
-
 /// Draws `draw` into a `size` RGB buffer and writes it to `path` as PNG.
 fn render(
     path: &Path,
@@ -70,7 +57,7 @@ fn render(
         name: path.display().to_string(),
         message,
     };
-    font().map_err(err)?;
+    crate::fonts::register_sans().map_err(|e| err(e.to_string()))?;
     let mut buf = vec![255u8; size.0 as usize * size.1 as usize * 3];
     {
         let area = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();

@@ -17,7 +17,7 @@ use std::time::Instant;
 use super::assignment::{best_assignment, MAX_CANDIDATES};
 use super::cache::{CacheKey, CachedReference, InFlight, Lookup};
 use super::copy_paste;
-use super::crop::{self, CropRule};
+use super::crop;
 use super::{AlphaRule, DetectionRule, Fallback, Matching, ScOptions};
 use crate::batcher::SubmitOptions;
 use crate::imaging::{self, DecodedImage};
@@ -49,11 +49,7 @@ pub async fn score_items(
         .embedder
         .as_ref()
         .ok_or(ScError::NotServed("embedder"))?;
-    let rule = if opts.clamp_boxes {
-        CropRule::Clamp
-    } else {
-        CropRule::PythonSlice
-    };
+    let rule = opts.crop_rule();
     let mut timing = StageTiming::default();
 
     let claims = claim_references(svc, &items, opts, submit.deadline).await?;

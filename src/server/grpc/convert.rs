@@ -106,6 +106,7 @@ pub fn reward_input(
         judge_answer: req.judge_answer.unwrap_or(false),
         // The proto has no copy-paste overrides yet: the mode's default.
         copy_paste: Default::default(),
+        explain: false,
     })
 }
 

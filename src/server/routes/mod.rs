@@ -5,6 +5,7 @@ pub mod embed;
 pub mod health;
 pub mod info;
 pub mod metrics;
+pub mod playground;
 pub mod reward;
 pub mod timing;
 

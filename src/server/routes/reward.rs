@@ -12,6 +12,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::explain::{self, ExplainInput, Explanation};
 use crate::reward::copy_paste::CopyPasteOverrides;
 use crate::reward::engine::{self, ItemReward};
 use crate::reward::{Mode, ScError, ScOptions, ScOverrides};
@@ -83,6 +84,10 @@ pub struct RewardRequest<'a> {
     /// and `penalty` (subtracted times the share of suspected subjects; default 0 in `psr`
     /// mode, `[rewards.copy_paste].penalty` in `robust` mode).
     pub copy_paste: Option<CopyPasteOverrides>,
+    /// Return per item an `explanation`: the generated image annotated with each subject's
+    /// crop and similarity, and each subject's generated and reference crops (PNGs; at most 8
+    /// items a request, else 422 `request_too_large`).
+    pub explain: Option<bool>,
 }
 
 /// Where the request's time went, in milliseconds.
@@ -94,10 +99,19 @@ pub struct RewardTiming {
     pub embedding_ms: f64,
 }
 
+/// One item's reward, with its explanation when the request asked for one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemResult {
+    #[serde(flatten)]
+    pub reward: ItemReward,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Explanation>,
+}
+
 /// The reward response.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RewardResponse {
-    pub results: Vec<ItemReward>,
+    pub results: Vec<ItemResult>,
     /// The subject-consistency options in force.
     pub options: ScOptions,
     pub timing: RewardTiming,
@@ -139,6 +153,7 @@ impl RewardBody for RewardJson {
             priority: req.priority,
             judge_answer: req.judge_answer.unwrap_or(false),
             copy_paste: req.copy_paste.unwrap_or_default(),
+            explain: req.explain.unwrap_or(false),
         })
     }
 }
@@ -211,6 +226,22 @@ pub async fn reward(
     let (decoded, decode_time) =
         reward_input::decode_on_pool(&state, arrived, "/v1/reward", RewardJson(body)).await?;
     let (results, stages) = engine::compute(&services, decoded.items, &decoded.plan).await?;
+    let results = match decoded.explain {
+        Some(inputs) => {
+            let options = decoded.plan.options;
+            state
+                .cpu()
+                .run(move || with_explanations(results, &inputs, options))
+                .await?
+        }
+        None => results
+            .into_iter()
+            .map(|reward| ItemResult {
+                reward,
+                explanation: None,
+            })
+            .collect(),
+    };
     let timing = RewardTiming {
         total_ms: ms(arrived.elapsed()),
         decode_ms: ms(decode_time),
@@ -230,4 +261,31 @@ pub async fn reward(
     };
     drop(decoded.permit);
     Ok((headers, Json(body)).into_response())
+}
+
+/// Each result with its explanation; one that cannot be drawn is reported in the item's
+/// `errors` (`explanation`), never failing the request.
+fn with_explanations(
+    results: Vec<ItemReward>,
+    inputs: &[ExplainInput],
+    options: crate::reward::ScOptions,
+) -> Vec<ItemResult> {
+    results
+        .into_iter()
+        .zip(inputs)
+        .map(|(mut reward, input)| {
+            let sc = reward.components.subject_consistency.as_ref();
+            let explanation = match explain::explain(input, sc, options) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    reward.errors.insert("explanation".into(), e.to_string());
+                    None
+                }
+            };
+            ItemResult {
+                reward,
+                explanation,
+            }
+        })
+        .collect()
 }
