@@ -45,6 +45,7 @@ pub struct Metrics {
     judge_cache_hits: IntCounter,
     components: IntCounterVec,
     invalid_outputs: IntCounterVec,
+    padded_items: IntCounterVec,
     copy_paste: crate::reward::copy_paste::GuardMetrics,
 }
 
@@ -271,6 +272,11 @@ impl Metrics {
                 "Model outputs rejected at the adapter boundary (NaN, zero norm, bad shape, absurd boxes), by model and reason",
                 &["model", "reason"],
             ),
+            padded_items: counter(
+                "psr_reward_detector_padded_items_total",
+                "Detector items run padded into a batch of larger images or longer captions (psr mode pads only models whose padding is marked neutral)",
+                &["model"],
+            ),
             model_ready: gauge(
                 "psr_reward_model_ready",
                 "1 when a model has at least one healthy worker",
@@ -292,6 +298,11 @@ impl Metrics {
         let [a, b, c, d] = crate::models::INVALID_OUTPUT_REASONS;
         let get = |r: &str| self.invalid_outputs.with_label_values(&[model, r]);
         crate::models::InvalidOutputCounter::new(model, [get(a), get(b), get(c), get(d)])
+    }
+
+    /// The padded-item counter of one detector, registered at zero.
+    pub fn padded_items(&self, model: &str) -> prometheus::IntCounter {
+        self.padded_items.with_label_values(&[model])
     }
 
     /// Creates (or returns) the children of one model, so they show at zero before first use.

@@ -154,7 +154,7 @@ async fn images_of_different_sizes_are_padded_into_one_batch() {
     let (status, _, both) = s
         .post(
             "/v1/detect",
-            &json!({"images": [square, wide], "phrases": phrases}),
+            &json!({"images": [square, wide], "phrases": phrases, "batching": "padded"}),
         )
         .await;
     assert_eq!(status, 200, "{both}");
@@ -167,6 +167,17 @@ async fn images_of_different_sizes_are_padded_into_one_batch() {
         .post("/v1/detect", &json!({"images": [wide], "phrases": phrases}))
         .await;
     assert_eq!(both["results"][1], alone["results"][0]);
+    // By default (equal shapes) the two sizes never share a batch: at least two executions.
+    let before = s.metric(executions).await;
+    let (status, _, unpadded) = s
+        .post(
+            "/v1/detect",
+            &json!({"images": [square, wide], "phrases": phrases}),
+        )
+        .await;
+    assert_eq!(status, 200, "{unpadded}");
+    assert!(s.metric(executions).await - before >= 2.0);
+    assert_eq!(unpadded["results"], both["results"]);
     let blue = boxes(&both["results"][1]["phrases"][1]);
     assert_eq!(blue[0].0, 9); // colour 2, top-right region 1
     assert_box(&blue[0].1, [420.0, 40.0, 560.0, 120.0]);

@@ -7,7 +7,7 @@ use super::manifest::{self, DetectorKind};
 use super::validate::{InvalidOutput, InvalidOutputCounter};
 use super::{
     category_caption, CaptionTokenizer, Detection, DetectorItem, DetectorOutput, GroundingDino,
-    Letterbox, Loader, ModelError, ModelInfo, TokenizeError, YoloDetector,
+    Letterbox, Loader, ModelError, ModelInfo, ShapeRule, TokenizeError, YoloDetector,
 };
 use crate::batcher::Batcher;
 use crate::imaging::{PooledTensor, Preprocess};
@@ -35,6 +35,8 @@ pub struct DetectorLane {
     pub preprocess: Arc<Preprocess>,
     pub vocabulary: Vocabulary,
     pub box_threshold: f32,
+    /// The manifest's `padding_neutral`: `Exact` requests may be padded all the same.
+    pub padding_neutral: bool,
     pub(super) info: Arc<Mutex<ModelInfo>>,
     pub(super) check: InvalidOutputCounter,
 }
@@ -84,8 +86,15 @@ impl DetectorLane {
         }
     }
 
-    /// The detector item for an image tensor made from a `w`×`h` source.
-    pub fn item(&self, image: Arc<PooledTensor>, prompt: &Prompt, w: u32, h: u32) -> DetectorItem {
+    /// The detector item for an image tensor made from a `w`×`h` source; `shapes` is what
+    /// the request asks (relaxed to `Pad` when this model's padding is neutral).
+    pub fn item(
+        &self,
+        image: Arc<PooledTensor>,
+        prompt: &Prompt,
+        (w, h): (u32, u32),
+        shapes: ShapeRule,
+    ) -> DetectorItem {
         let letterbox = matches!(
             self.preprocess.rule(),
             crate::imaging::ResizeRule::Letterbox { .. }
@@ -104,6 +113,11 @@ impl DetectorLane {
             image,
             input_ids: prompt.input_ids.clone(),
             letterbox,
+            shapes: if self.padding_neutral {
+                ShapeRule::Pad
+            } else {
+                shapes
+            },
         }
     }
 
@@ -155,8 +169,9 @@ pub(super) fn load_detector(
                         model: spec.name.clone(),
                         message: e.to_string(),
                     })?;
+            let padded = loader.metrics.padded_items(&spec.name);
             let st = loader.start(spec, "detector", move |session| {
-                GroundingDino::new(session, io.clone())
+                GroundingDino::new(session, io.clone(), padded.clone())
             })?;
             (st, Vocabulary::Captions(Arc::new(tokenizer)))
         }
@@ -173,6 +188,7 @@ pub(super) fn load_detector(
         preprocess: started.preprocess,
         vocabulary,
         box_threshold: spec.box_threshold,
+        padding_neutral: spec.padding_neutral,
         info: started.info,
         check: loader.metrics.invalid_outputs(&spec.name),
     })

@@ -23,6 +23,24 @@ pub struct DetectorItem {
     pub input_ids: Arc<[i64]>,
     /// How the image was letterboxed, for detectors whose boxes are in input pixels.
     pub letterbox: Option<Letterbox>,
+    /// Whether this item may be padded into a batch of larger items.
+    pub shapes: ShapeRule,
+}
+
+/// Which items a detector item may share a batch with.
+///
+/// Padding is not neutral on the real Grounding DINO: the Swin backbone's convolutions and
+/// shifted windows see the padded pixels, and only the position embeddings and the encoder's
+/// attention are masked, so a box or a score near the threshold can move when a small image
+/// shares a batch with a larger one (issue 19). `psr` mode therefore batches equal shapes only,
+/// unless the manifest marks the model's padding as measured neutral.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShapeRule {
+    /// Any image size and caption length: smaller ones are padded (`pixel_mask`,
+    /// `attention_mask`).
+    Pad,
+    /// Only items of exactly this tensor shape and caption length: never padded.
+    Exact,
 }
 
 /// Geometry of a letterboxed input: `input = source * gain + pad`.
@@ -47,7 +65,20 @@ impl Default for Letterbox {
     }
 }
 
-impl Batchable for DetectorItem {}
+impl Batchable for DetectorItem {
+    /// `Pad` items share key 0; `Exact` items a key of their shape and caption length, with
+    /// the top bit set so that it is never 0.
+    fn batch_key(&self) -> u64 {
+        match self.shapes {
+            ShapeRule::Pad => 0,
+            ShapeRule::Exact => {
+                let [c, h, w] = self.image.shape();
+                let l = self.input_ids.len() as u64;
+                (1 << 63) | ((c as u64) << 56) ^ ((h as u64) << 36) ^ ((w as u64) << 16) ^ l
+            }
+        }
+    }
+}
 
 /// Raw per-query results for one item.
 #[derive(Debug, Clone)]
@@ -156,6 +187,8 @@ impl DetectorOutput {
 pub struct GroundingDino {
     session: Session,
     io: DetectorIo,
+    /// Counts the items run padded (smaller image or shorter caption than their batch's).
+    padded: prometheus::IntCounter,
     pixels: Vec<f32>,
     pixel_mask: Vec<i64>,
     ids: Vec<i64>,
@@ -164,11 +197,13 @@ pub struct GroundingDino {
 }
 
 impl GroundingDino {
-    /// Wraps a session; tensor names come from the manifest.
-    pub fn new(session: Session, io: DetectorIo) -> Self {
+    /// Wraps a session; tensor names come from the manifest. `padded` counts the items
+    /// run with padding (`psr_reward_detector_padded_items_total`).
+    pub fn new(session: Session, io: DetectorIo, padded: prometheus::IntCounter) -> Self {
         Self {
             session,
             io,
+            padded,
             pixels: Vec::new(),
             pixel_mask: Vec::new(),
             ids: Vec::new(),
@@ -183,6 +218,11 @@ impl GroundingDino {
         let wm = batch.iter().map(|i| i.image.shape()[2]).max().unwrap_or(1);
         let lm = batch.iter().map(|i| i.input_ids.len()).max().unwrap_or(1);
         let n = batch.len();
+        let padded = batch.iter().filter(|i| {
+            let [_, h, w] = i.image.shape();
+            h < hm || w < wm || i.input_ids.len() < lm
+        });
+        self.padded.inc_by(padded.count() as u64);
         reset(&mut self.pixels, n * 3 * hm * wm, 0.0);
         reset(&mut self.pixel_mask, n * hm * wm, 0);
         reset(&mut self.ids, n * lm, 0);

@@ -76,6 +76,12 @@ pub struct DetectorSpec {
     /// Longest caption in tokens (256 for Grounding DINO).
     #[serde(default = "default_max_text_len")]
     pub max_text_len: usize,
+    /// Padding a smaller image (or shorter caption) into a batch of larger ones was measured
+    /// not to change this model's outputs beyond float noise, so `psr` mode may batch mixed
+    /// shapes too. Default false: `psr` mode batches equal shapes only (see
+    /// [`crate::models::ShapeRule`]).
+    #[serde(default)]
+    pub padding_neutral: bool,
     #[serde(default)]
     pub io: DetectorIo,
     pub preprocess: PreprocessSpec,

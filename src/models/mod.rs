@@ -22,7 +22,9 @@ use crate::runtime::{build_session, describe, ProviderChoice, SessionOptions, Si
 
 use detector_lane::load_detector;
 pub use detector_lane::{DetectorLane, Prompt, Vocabulary};
-pub use grounding_dino::{Detection, DetectorItem, DetectorOutput, GroundingDino, Letterbox};
+pub use grounding_dino::{
+    Detection, DetectorItem, DetectorOutput, GroundingDino, Letterbox, ShapeRule,
+};
 pub use image_model::{ImageModel, OutputKind};
 use manifest::{BatchingSpec, LaneSpec, Manifest};
 pub use preference::{PreferenceIo, PreferenceItem, PreferenceModel};
@@ -252,7 +254,12 @@ impl Models {
                 model: d.batcher.name().to_string(),
                 message: e.to_string(),
             })?;
-            await_one(&d.batcher, d.item(image, &prompt, 64, 64), opts).await?;
+            await_one(
+                &d.batcher,
+                d.item(image, &prompt, (64, 64), ShapeRule::Pad),
+                opts,
+            )
+            .await?;
         }
         for lane in [&self.embedder, &self.aesthetic].into_iter().flatten() {
             let plan = lane.preprocess.plan(256, 256);

@@ -86,6 +86,29 @@ pub enum DetectionRule {
     Joint,
 }
 
+/// Which detector batches an item may join (see [`crate::models::ShapeRule`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorBatching {
+    /// Only with items of the same input shape and caption length, never padded, so a result
+    /// equals the model's at batch size 1 whoever else calls (unless the manifest marks the
+    /// detector's padding neutral). The `psr` default.
+    EqualShapes,
+    /// With any items, smaller images padded (`pixel_mask`): more throughput when sizes mix,
+    /// but a box or score may move with the batch. The `robust` default.
+    Padded,
+}
+
+impl DetectorBatching {
+    /// The detector items' shape rule.
+    pub fn shape_rule(self) -> crate::models::ShapeRule {
+        match self {
+            Self::EqualShapes => crate::models::ShapeRule::Exact,
+            Self::Padded => crate::models::ShapeRule::Pad,
+        }
+    }
+}
+
 /// Implements `Deserialize` for a unit-only enum from its snake_case name only. serde's derive
 /// also takes the map form (`{"psr": null}`) and reports a number as a JSON *syntax* error
 /// (400 without the field's path); here anything but a known name is a type error of the field
@@ -118,6 +141,7 @@ deserialize_from_name!(Mode { "psr" => Psr, "robust" => Robust });
 deserialize_from_name!(AlphaRule { "skip_detection" => SkipDetection, "composite_white" => CompositeWhite });
 deserialize_from_name!(Matching { "psr" => Psr, "assignment" => Assignment });
 deserialize_from_name!(DetectionRule { "per_category" => PerCategory, "joint" => Joint });
+deserialize_from_name!(DetectorBatching { "equal_shapes" => EqualShapes, "padded" => Padded });
 
 /// Resolved subject-consistency options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -126,6 +150,7 @@ pub struct ScOptions {
     pub alpha: AlphaRule,
     pub matching: Matching,
     pub detection: DetectionRule,
+    pub batching: DetectorBatching,
 }
 
 /// Per-request overrides of the mode's defaults.
@@ -136,6 +161,7 @@ pub struct ScOverrides {
     pub alpha: Option<AlphaRule>,
     pub matching: Option<Matching>,
     pub detection: Option<DetectionRule>,
+    pub batching: Option<DetectorBatching>,
 }
 
 impl ScOptions {
@@ -147,12 +173,14 @@ impl ScOptions {
                 alpha: AlphaRule::SkipDetection,
                 matching: Matching::Psr,
                 detection: DetectionRule::PerCategory,
+                batching: DetectorBatching::EqualShapes,
             },
             Mode::Robust => Self {
                 clamp_boxes: true,
                 alpha: AlphaRule::CompositeWhite,
                 matching: Matching::Assignment,
                 detection: DetectionRule::PerCategory,
+                batching: DetectorBatching::Padded,
             },
         };
         Self {
@@ -160,6 +188,7 @@ impl ScOptions {
             alpha: o.alpha.unwrap_or(base.alpha),
             matching: o.matching.unwrap_or(base.matching),
             detection: o.detection.unwrap_or(base.detection),
+            batching: o.batching.unwrap_or(base.batching),
         }
     }
 
@@ -183,6 +212,13 @@ impl ScOptions {
 
     /// The options that change a reference's cached result.
     fn reference_variant(&self) -> u8 {
-        u8::from(self.clamp_boxes) | (u8::from(self.alpha == AlphaRule::CompositeWhite) << 1)
+        u8::from(self.clamp_boxes)
+            | (u8::from(self.alpha == AlphaRule::CompositeWhite) << 1)
+            | (u8::from(self.batching == DetectorBatching::Padded) << 2)
+    }
+
+    /// The detector's shape rule for this request's items.
+    pub fn shape_rule(&self) -> crate::models::ShapeRule {
+        self.batching.shape_rule()
     }
 }

@@ -102,7 +102,8 @@ pub async fn score_items(
             ref_jobs[p] = Some(jobs.len() - 1);
         }
     }
-    let (det_items, prompts) = detector_inputs(svc, &images, &jobs, &items).await?;
+    let (det_items, prompts) =
+        detector_inputs(svc, &images, &jobs, &items, opts.shape_rule()).await?;
     let outputs = collect(
         detector.batcher.submit(det_items, submit)?,
         submit.deadline,
@@ -521,6 +522,7 @@ async fn detector_inputs(
     images: &[Img],
     jobs: &[(usize, Vec<String>)],
     items: &[ItemInput],
+    shapes: crate::models::ShapeRule,
 ) -> Result<(Vec<crate::models::DetectorItem>, Vec<crate::models::Prompt>), ScError> {
     let (models, pool, cpu) = (svc.models.clone(), svc.tensors.clone(), svc.cpu.clone());
     let job_images: Vec<(usize, Pixels)> = jobs
@@ -558,7 +560,7 @@ async fn detector_inputs(
                     .cloned()
                     .ok_or_else(|| ScError::Preprocess("missing detector tensor".into()))?;
                 let (w, h) = rgb.rgb().dimensions();
-                items.push(lane.item(image, &prompt, w, h));
+                items.push(lane.item(image, &prompt, (w, h), shapes));
                 prompts.push(prompt);
             }
             Ok((items, prompts))

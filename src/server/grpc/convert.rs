@@ -45,6 +45,8 @@ fn overrides(o: Option<&pb::SubjectConsistencyOptions>) -> Result<reward::ScOver
             pb::DetectionRule::PerCategory => Some(DetectionRule::PerCategory),
             pb::DetectionRule::Joint => Some(DetectionRule::Joint),
         },
+        // Not in the proto yet: the mode's default.
+        batching: None,
     })
 }
 

@@ -67,6 +67,8 @@ impl DetectBody for DetectCall {
             box_threshold: self.0.box_threshold,
             timeout_ms: self.1,
             priority: convert::priority(self.0.priority)?,
+            // Not in the proto yet: the default, equal shapes.
+            batching: None,
         })
     }
 }

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use super::timing::{collect, Timing};
 use crate::models::{category_caption, Detection, DetectorItem, Prompt};
+use crate::reward::DetectorBatching;
 use crate::server::error::{ApiError, ErrorBody};
 use crate::server::extract::{parse, JsonBytes};
 use crate::server::images::ImageSource;
@@ -35,6 +36,9 @@ pub struct DetectRequest<'a> {
     pub timeout_ms: Option<u64>,
     /// Priority level, 0 = served first.
     pub priority: Option<u8>,
+    /// `equal_shapes` (default): batched only with items needing no padding, so a detection
+    /// equals the model's at batch size 1; `padded`: with any, for throughput.
+    pub batching: Option<DetectorBatching>,
 }
 
 /// Detections of one phrase in one image, in query order (the PSR box is the first).
@@ -68,6 +72,8 @@ pub struct DetectInput<'a> {
     pub box_threshold: Option<f32>,
     pub timeout_ms: Option<u64>,
     pub priority: Option<u8>,
+    /// `None`: `equal_shapes`.
+    pub batching: Option<DetectorBatching>,
 }
 
 /// A request message that owns its images (a JSON body, a protobuf message) and parses into
@@ -95,6 +101,7 @@ impl DetectBody for DetectJson {
             box_threshold: req.box_threshold,
             timeout_ms: req.timeout_ms,
             priority: req.priority,
+            batching: req.batching,
         })
     }
 }
@@ -129,6 +136,10 @@ fn prepare(
         return Err(ApiError::invalid("box_threshold must be in [0, 1)"));
     }
     let opts = st.submit_options(arrived, req.timeout_ms, req.priority)?;
+    let shapes = req
+        .batching
+        .unwrap_or(DetectorBatching::EqualShapes)
+        .shape_rule();
     let mut phrases = Vec::with_capacity(req.phrases.len());
     let mut prompts = Vec::with_capacity(req.phrases.len());
     for (i, phrase) in req.phrases.into_iter().enumerate() {
@@ -147,7 +158,11 @@ fn prepare(
     let mut sizes = Vec::with_capacity(images.len());
     for ((w, h), tensor) in images {
         sizes.push((w, h));
-        items.extend(prompts.iter().map(|p| lane.item(tensor.clone(), p, w, h)));
+        items.extend(
+            prompts
+                .iter()
+                .map(|p| lane.item(tensor.clone(), p, (w, h), shapes)),
+        );
     }
     Ok(Prepared {
         items,
