@@ -77,7 +77,9 @@ def image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 def caption_ids(tokenizer: Tokenizer, category: str) -> np.ndarray:
     """The PSR caption of a category (``"cat."``) as the service tokenises it."""
-    return np.array(tokenizer.encode(category.strip().lower() + ".").ids, dtype=np.int64)
+    return np.array(
+        tokenizer.encode(category.strip().lower() + ".").ids, dtype=np.int64
+    )
 
 
 def detect(
@@ -118,14 +120,25 @@ def kept(logits: np.ndarray, text_len: int) -> np.ndarray:
     return np.flatnonzero(scores.max(axis=1) > BOX_THRESHOLD)
 
 
-def detector_rows(name: str, s: ort.InferenceSession, tokenizer: Tokenizer) -> list[Row]:
+def detector_rows(
+    name: str, s: ort.InferenceSession, tokenizer: Tokenizer
+) -> list[Row]:
     rng = np.random.default_rng(SEED)
     static = dims(s, "pixel_values")
-    probe_hw = PROBE_HW if not isinstance(static[2], int) else (static[2] - 64, static[3] - 64)
+    probe_hw = (
+        PROBE_HW if not isinstance(static[2], int) else (static[2] - 64, static[3] - 64)
+    )
     probe = image(rng, *probe_hw)
     twin = image(rng, *probe_hw)
-    large = image(rng, *LARGE_HW) if not isinstance(static[2], int) else image(rng, *static[2:])
-    cat, long_caption = caption_ids(tokenizer, "cat"), caption_ids(tokenizer, "red sports car")
+    large = (
+        image(rng, *LARGE_HW)
+        if not isinstance(static[2], int)
+        else image(rng, *static[2:])
+    )
+    cat, long_caption = (
+        caption_ids(tokenizer, "cat"),
+        caption_ids(tokenizer, "red sports car"),
+    )
     h, w = probe_hw
     alone_logits, alone_boxes = detect(s, [probe], [cat])
     ref_logits, ref_boxes = alone_logits[0], alone_boxes[0]
@@ -149,7 +162,9 @@ def detector_rows(name: str, s: ort.InferenceSession, tokenizer: Tokenizer) -> l
                 model=name,
                 family="detector",
                 case=case,
-                max_abs_diff=float(np.abs(lg[:, : len(cat)] - ref_logits[:, : len(cat)]).max()),
+                max_abs_diff=float(
+                    np.abs(lg[:, : len(cat)] - ref_logits[:, : len(cat)]).max()
+                ),
                 max_box_px=float(box_px.max()),
                 kept_flipped=bool(not np.array_equal(now_kept, ref_kept)),
                 first_kept_flipped=bool(now_kept[:1].tolist() != ref_kept[:1].tolist()),
@@ -164,7 +179,7 @@ def detector_rows(name: str, s: ort.InferenceSession, tokenizer: Tokenizer) -> l
 def image_rows(name: str, s: ort.InferenceSession, family: str) -> list[Row]:
     rng = np.random.default_rng(SEED)
     inp = s.get_inputs()[0]
-    _, c, h, w = inp.shape
+    _, _, h, w = inp.shape
     probe = image(rng, h, w)
     others = [image(rng, h, w) for _ in range(3)]
 
@@ -183,7 +198,9 @@ def image_rows(name: str, s: ort.InferenceSession, family: str) -> list[Row]:
     return rows
 
 
-def preference_rows(name: str, s: ort.InferenceSession, tokenizer: Tokenizer) -> list[Row]:
+def preference_rows(
+    name: str, s: ort.InferenceSession, tokenizer: Tokenizer
+) -> list[Row]:
     rng = np.random.default_rng(SEED)
     _, _, h, w = dims(s, "pixel_values")
     probe, other = image(rng, h, w), image(rng, h, w)
@@ -198,9 +215,16 @@ def preference_rows(name: str, s: ort.InferenceSession, tokenizer: Tokenizer) ->
             ids[i, : len(p)] = p
             mask[i, : len(p)] = 1
         out = s.run(
-            None, {"pixel_values": np.stack(images), "input_ids": ids, "attention_mask": mask}
+            None,
+            {
+                "pixel_values": np.stack(images),
+                "input_ids": ids,
+                "attention_mask": mask,
+            },
         )[0]
-        return np.diagonal(out)  # each image against its own prompt, as the service scores
+        return np.diagonal(
+            out
+        )  # each image against its own prompt, as the service scores
 
     alone = run([probe], [short])[0]
     rows = []
@@ -242,8 +266,7 @@ def markdown(rows: list[Row]) -> str:
         return "-" if v is None else ("**yes**" if v else "no")
 
     lines = [
-        "| model | case | max abs diff | max box diff (px) | kept set flipped "
-        "| first kept flipped |",
+        "| model | case | max abs diff | max box diff (px) | kept set flipped | first kept flipped |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -256,7 +279,9 @@ def markdown(rows: list[Row]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folder", type=Path, help="folder of ONNX exports (and tokenizers)")
+    parser.add_argument(
+        "folder", type=Path, help="folder of ONNX exports (and tokenizers)"
+    )
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
     rows = measure(args.folder)
