@@ -1,6 +1,8 @@
 //! Reward benchmark: `POST /v1/reward` with 2-subject items (subject consistency) from many
 //! concurrent callers, with a cold reference cache (every request brings references never seen)
-//! and a warm one (the references of a GRPO group, seen before), and where the time goes.
+//! and a warm one (the references of a GRPO group, seen before), and where the time goes; then
+//! generated images of four aspect ratios (four detector input shapes) under each detector
+//! batching rule, the cost of `psr` mode's equal-shape batching.
 //!
 //! `cargo bench --bench reward -- --manifest models/default.toml --callers 16 --requests 320`
 
@@ -63,6 +65,25 @@ fn bodies(n: usize, cold: bool) -> Vec<bytes::Bytes> {
         .collect()
 }
 
+/// Warm-reference bodies whose generated images take four aspect ratios, under `batching`.
+fn mixed_bodies(n: usize, batching: &str) -> Vec<bytes::Bytes> {
+    const SIZES: [(u32, u32); 4] = [(512, 512), (512, 384), (384, 512), (640, 384)];
+    let refs = (
+        b64(&common::jpeg(&scene(256, 256, 7, &[RED]), 90)),
+        b64(&common::jpeg(&scene(256, 256, 8, &[BLUE]), 90)),
+    );
+    (0..n)
+        .map(|i| {
+            let (w, h) = SIZES[i % SIZES.len()];
+            let img = common::jpeg(&scene(w, h, 1000 + i as u64, &[RED, BLUE]), 90);
+            let body = serde_json::json!({"options": {"batching": batching}, "items": [{
+                "image": b64(&img), "prompt": "a red thing and a blue thing",
+                "subjects": [{"name": "red", "reference": refs.0}, {"name": "blue", "reference": refs.1}]}]});
+            bytes::Bytes::from(body.to_string())
+        })
+        .collect()
+}
+
 struct Run {
     rewards_per_s: f64,
     p50_ms: f64,
@@ -73,6 +94,9 @@ struct Run {
     hits: f64,
     misses: f64,
     errors: usize,
+    /// Detector items per detector batch execution during the run.
+    detector_batch: f64,
+    padded: f64,
 }
 
 async fn run(base: &str, bodies: Arc<Vec<bytes::Bytes>>, callers: usize) -> Run {
@@ -80,6 +104,22 @@ async fn run(base: &str, bodies: Arc<Vec<bytes::Bytes>>, callers: usize) -> Run 
     let (h0, m0) = (
         common::metric(&client, base, "psr_reward_reference_cache_hits_total").await,
         common::metric(&client, base, "psr_reward_reference_cache_misses_total").await,
+    );
+    let detector = |name: &str| format!("{name}{{model=\"fixture-detector\"}}");
+    let (items0, batches0, padded0) = (
+        common::metric(&client, base, &detector("psr_reward_inference_items_total")).await,
+        common::metric(
+            &client,
+            base,
+            &detector("psr_reward_batch_executions_total"),
+        )
+        .await,
+        common::metric(
+            &client,
+            base,
+            &detector("psr_reward_detector_padded_items_total"),
+        )
+        .await,
     );
     let started = Instant::now();
     let tasks: Vec<_> = (0..callers)
@@ -138,6 +178,28 @@ async fn run(base: &str, bodies: Arc<Vec<bytes::Bytes>>, callers: usize) -> Run 
         hits: common::metric(&client, base, "psr_reward_reference_cache_hits_total").await - h0,
         misses: common::metric(&client, base, "psr_reward_reference_cache_misses_total").await - m0,
         errors,
+        detector_batch: (common::metric(
+            &client,
+            base,
+            &detector("psr_reward_inference_items_total"),
+        )
+        .await
+            - items0)
+            / (common::metric(
+                &client,
+                base,
+                &detector("psr_reward_batch_executions_total"),
+            )
+            .await
+                - batches0)
+                .max(1.0),
+        padded: common::metric(
+            &client,
+            base,
+            &detector("psr_reward_detector_padded_items_total"),
+        )
+        .await
+            - padded0,
     }
 }
 
@@ -157,14 +219,21 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (cold_run, warm_run) = rt.block_on(async {
+    let equal = Arc::new(mixed_bodies(args.requests, "equal_shapes"));
+    let padded = Arc::new(mixed_bodies(args.requests, "padded"));
+    let (cold_run, warm_run, equal_run, padded_run) = rt.block_on(async {
         let svc = common::Service::start(&args.manifest).await;
         // Warm-up with one request of each kind outside the measurement.
         run(&svc.base, Arc::new(vec![cold[0].clone()]), 1).await;
         let cold_run = run(&svc.base, cold.clone(), args.callers).await;
         run(&svc.base, Arc::new(vec![warm[0].clone()]), 1).await; // puts the shared references in the cache
         let warm_run = run(&svc.base, warm.clone(), args.callers).await;
-        (cold_run, warm_run)
+        // Mixed sizes: each rule's references warmed first (they are cached per rule).
+        run(&svc.base, Arc::new(vec![equal[0].clone()]), 1).await;
+        let equal_run = run(&svc.base, equal.clone(), args.callers).await;
+        run(&svc.base, Arc::new(vec![padded[0].clone()]), 1).await;
+        let padded_run = run(&svc.base, padded.clone(), args.callers).await;
+        (cold_run, warm_run, equal_run, padded_run)
     });
     println!(
         "\n### Rewards ({}, {} callers, {} requests of one 2-subject item each)\n",
@@ -172,14 +241,16 @@ fn main() {
         args.callers,
         args.requests
     );
-    println!("| reference cache | rewards/s | p50 ms | p99 ms | cache hits | misses | errors | decode ms | detection ms | embedding ms |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| workload | rewards/s | p50 ms | p99 ms | cache hits | misses | errors | decode ms | detection ms | embedding ms | detector batch | padded items |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, r) in [
         ("cold (new references)", &cold_run),
         ("warm (GRPO group)", &warm_run),
+        ("warm, 4 aspect ratios, `equal_shapes` (psr)", &equal_run),
+        ("warm, 4 aspect ratios, `padded` (robust)", &padded_run),
     ] {
         println!(
-            "| {name} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {:.1} | {:.1} | {:.1} |",
+            "| {name} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {} |",
             r.rewards_per_s,
             r.p50_ms,
             r.p99_ms,
@@ -188,7 +259,9 @@ fn main() {
             r.errors,
             r.decode_ms,
             r.detection_ms,
-            r.embedding_ms
+            r.embedding_ms,
+            r.detector_batch,
+            r.padded
         );
     }
     println!("\nThe stage columns are per-request means of the response's `timing` (decode = parse, base64 and image decode on the CPU pool; detection and embedding include queueing behind other callers).");
