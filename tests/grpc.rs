@@ -1,11 +1,14 @@
 //! The gRPC API end to end: the real gRPC router on a loopback port over the state of a real
 //! HTTP server (fixture models), called with a tonic client: results equal the HTTP routes'
-//! for the same images, streaming, and cancellation of a stream's queued work.
+//! for the same images, streaming, cancellation of a stream's queued work, and the copy-paste
+//! guard's overrides and findings.
 
 mod common;
+mod copy_paste;
 
 use common::grpc::*;
 use common::*;
+use copy_paste::scenes::{Object, Texture};
 use psr_reward::config::Config;
 use psr_reward::server::grpc::pb;
 use serde_json::{json, Value};
@@ -237,6 +240,100 @@ async fn a_cancelled_stream_drops_its_queued_work() {
     );
     let cancelled = r#"psr_reward_requests_total{route="/psr_reward.v1.RewardService/StreamRewards",status="CANCELLED"}"#;
     wait_metric(&s, cancelled, |v| v == 1.0).await;
+    g.stop().await;
+    s.stop().await;
+}
+
+/// A red object with yellow checks in a black 400x400 image, and its box: the fixture
+/// detector finds the red, the checks give the copy-paste guard texture to compare.
+fn textured_red() -> (image::RgbImage, [u32; 4]) {
+    let object = Object {
+        axes: (0.95, 0.8),
+        exponent: 4,
+        wobble: (0.0, 3.0),
+        base: [255.0, 0.0, 0.0],
+        accent: [255.0, 255.0, 0.0],
+        texture: Texture::Checks {
+            angle: 0.3,
+            cell: 0.3,
+        },
+        angle: 0.0,
+    };
+    let mut img = image::RgbImage::new(400, 400);
+    let b = object.draw(&mut img, 100.0, 100.0, 150.0);
+    (img, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_paste_overrides_and_findings_equal_the_http_routes() {
+    let s = TestServer::start().await;
+    let g = GrpcServer::start(&s.state).await;
+    let mut client = g.client();
+    let (reference_img, b) = textured_red();
+    let reference = png(&reference_img);
+    // The reference's crop pasted elsewhere in another image: the guard's case.
+    let crop = image::imageops::crop_imm(&reference_img, b[0], b[1], b[2] - b[0], b[3] - b[1]);
+    let mut pasted_img = image::RgbImage::new(400, 400);
+    image::imageops::replace(&mut pasted_img, &*crop, 210, 230);
+    let pasted = png(&pasted_img);
+    let request = |threshold: f64| pb::RewardRequest {
+        items: vec![pb::RewardItem {
+            image: pasted.clone(),
+            subjects: vec![pb::Subject {
+                name: "red".into(),
+                reference: Some(pb::subject::Reference::ReferenceImage(reference.clone())),
+            }],
+            ..Default::default()
+        }],
+        rewards: [("subject_consistency".to_string(), 1.0)].into(),
+        copy_paste: Some(pb::CopyPasteOptions {
+            threshold: Some(threshold),
+            penalty: Some(0.2),
+        }),
+        ..Default::default()
+    };
+    let http_body = |threshold: f64| {
+        json!({"rewards": {"subject_consistency": 1.0},
+            "copy_paste": {"threshold": threshold, "penalty": 0.2},
+            "items": [{"image": b64(&pasted), "subjects": [{"name": "red", "reference": b64(&reference)}]}]})
+    };
+
+    let reply = client.reward(request(0.9)).await.unwrap().into_inner();
+    let (status, _, http) = s.post("/v1/reward", &http_body(0.9)).await;
+    assert_eq!(status, 200, "{http}");
+    let (got, want) = (&reply.results[0], &http["results"][0]);
+    assert_eq!(
+        got.copy_paste_penalty,
+        Some(0.2),
+        "psr mode applies the asked penalty"
+    );
+    assert_eq!(want["copy_paste_penalty"], 0.2);
+    assert!(close(got.reward.unwrap(), &want["reward"]));
+    let subject = &got
+        .components
+        .as_ref()
+        .unwrap()
+        .subject_consistency
+        .as_ref()
+        .unwrap()
+        .subjects[0];
+    let finding = subject.copy_paste.as_ref().unwrap();
+    let want_finding = &want["components"]["subject_consistency"]["subjects"][0]["copy_paste"];
+    assert!(finding.suspected, "{finding:?}");
+    assert_eq!(want_finding["suspected"], true);
+    assert!(finding.score.unwrap() > 0.95, "{finding:?}");
+    assert!(close(finding.score.unwrap(), &want_finding["score"]));
+
+    // An override out of range is the HTTP route's error, as INVALID_ARGUMENT.
+    let status = client.reward(request(2.0)).await.unwrap_err();
+    let (http_status, _, http) = s.post("/v1/reward", &http_body(2.0)).await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(http_status, 422, "{http}");
+    assert_eq!(error_type(&status), http["error_type"].as_str().unwrap());
+    assert!(
+        status.message().contains("copy_paste.threshold"),
+        "{status:?}"
+    );
     g.stop().await;
     s.stop().await;
 }

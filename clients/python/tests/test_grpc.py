@@ -54,19 +54,6 @@ def _scene(n: int) -> tuple[list[Any], list[str], list[Any]]:
     return images, [f"a square number {i}" for i in range(n)], [[("red", ref)]] * n
 
 
-def _without_copy_paste(raw: dict[str, Any]) -> dict[str, Any]:
-    """An HTTP item without the copy-paste guard's fields (not in the proto yet)."""
-    out = dict(raw)
-    out.pop("copy_paste_penalty", None)
-    comps = dict(out["components"])
-    if "subject_consistency" in comps:
-        sc = dict(comps["subject_consistency"])
-        sc["subjects"] = [{k: v for k, v in s.items() if k != "copy_paste"} for s in sc["subjects"]]
-        comps["subject_consistency"] = sc
-    out["components"] = comps
-    return out
-
-
 def test_grpc_results_equal_the_http_clients_for_the_same_inputs(server: PsrServer) -> None:
     images, prompts, subjects = _scene(20)  # more than the server's 16 items: two chunks
     variants: list[dict[str, Any]] = [
@@ -77,7 +64,7 @@ def test_grpc_results_equal_the_http_clients_for_the_same_inputs(server: PsrServ
         with RewardClient(server.url) as h, RewardClient(server.grpc_url) as g:
             want = h.score(images, prompts, subjects, **kwargs)
             got = g.score(images, prompts, subjects, **kwargs)
-        assert [dict(r) for r in got.raw] == [_without_copy_paste(dict(r)) for r in want.raw]
+        assert [dict(r) for r in got.raw] == [dict(r) for r in want.raw]
         assert got.rewards == want.rewards
         assert [r.subjects for r in got] == [r.subjects for r in want]
         assert [r.component("aesthetic") for r in got] == [r.component("aesthetic") for r in want]
@@ -115,9 +102,7 @@ def test_async_stream_and_score_over_grpc(server: PsrServer) -> None:
     assert sorted(i for i, _ in streamed) == list(range(18))
     assert [dict(streamed)[i].raw for i in range(18)] == whole
     with RewardClient(server.url) as h:
-        assert [_without_copy_paste(dict(r)) for r in h.score(images, prompts, subjects).raw] == (
-            whole
-        )
+        assert [dict(r) for r in h.score(images, prompts, subjects).raw] == whole
 
 
 def _slow_detector_manifest(folder: Path) -> Path:

@@ -1,6 +1,7 @@
 //! Protobuf messages into the requests both edges share, and the service's results into
 //! protobuf messages. Images are borrowed from the messages as raw bytes.
 
+use crate::reward::copy_paste::CopyPasteOverrides;
 use crate::reward::engine::{self, ItemReward};
 use crate::reward::{self, AlphaRule, DetectionRule, Fallback, Matching, Mode, ScOptions};
 use crate::server::error::ApiError;
@@ -106,9 +107,17 @@ pub fn reward_input(
         timeout_ms,
         priority: priority(req.priority)?,
         judge_answer: req.judge_answer.unwrap_or(false),
-        // The proto has no copy-paste overrides yet: the mode's default.
-        copy_paste: Default::default(),
+        copy_paste: copy_paste(req.copy_paste.as_ref()),
+        // Explanations (annotated images) are an HTTP feature: not in the proto.
         explain: false,
+    })
+}
+
+/// The copy-paste guard's overrides (their ranges are checked where HTTP's are).
+fn copy_paste(o: Option<&pb::CopyPasteOptions>) -> CopyPasteOverrides {
+    o.map_or_else(CopyPasteOverrides::default, |o| CopyPasteOverrides {
+        threshold: o.threshold,
+        penalty: o.penalty,
     })
 }
 
@@ -121,6 +130,7 @@ pub fn unary(req: pb::StreamRewardsRequest) -> pb::RewardRequest {
         options: req.options,
         priority: req.priority,
         judge_answer: req.judge_answer,
+        copy_paste: req.copy_paste,
     }
 }
 
@@ -169,6 +179,10 @@ fn subject(s: &reward::SubjectScore) -> pb::SubjectScore {
         reference_fallback: fallback(s.reference_fallback),
         reference_fallback_mode: s.reference_fallback_mode.unwrap_or_default().to_string(),
         reference: s.reference.clone(),
+        copy_paste: Some(pb::CopyPaste {
+            score: s.copy_paste.score,
+            suspected: s.copy_paste.suspected,
+        }),
     }
 }
 
@@ -214,5 +228,6 @@ pub fn item_reward(r: ItemReward) -> pb::ItemReward {
         reward: r.reward,
         components: Some(components(r.components)),
         errors: r.errors.into_iter().collect(),
+        copy_paste_penalty: r.copy_paste_penalty,
     }
 }

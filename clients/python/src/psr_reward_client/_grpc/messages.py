@@ -96,7 +96,7 @@ def _box(msg: Any, field: str) -> list[int] | None:
 
 
 def _subject(pb: Any, s: Any) -> dict[str, Any]:
-    return {
+    out = {
         "name": s.name,
         "similarity": s.similarity,
         "detected": s.detected,
@@ -109,6 +109,12 @@ def _subject(pb: Any, s: Any) -> dict[str, Any]:
         "reference_fallback_mode": s.reference_fallback_mode or None,
         "reference": s.reference,
     }
+    if s.HasField("copy_paste"):  # a server older than the proto's field omits it
+        out["copy_paste"] = {
+            "score": _opt(s.copy_paste, "score"),
+            "suspected": s.copy_paste.suspected,
+        }
+    return out
 
 
 def _components(pb: Any, c: Any) -> dict[str, Any]:
@@ -149,11 +155,14 @@ def _components(pb: Any, c: Any) -> dict[str, Any]:
 
 def item_result(pb: Any, r: Any) -> dict[str, Any]:
     """One ``ItemReward`` as the HTTP answer's ``results[i]``."""
-    return {
+    out = {
         "reward": _opt(r, "reward"),
         "components": _components(pb, r.components),
         "errors": dict(sorted(r.errors.items())),
     }
+    if r.HasField("copy_paste_penalty"):
+        out["copy_paste_penalty"] = r.copy_paste_penalty
+    return out
 
 
 def options(pb: Any, o: Any) -> dict[str, Any]:
