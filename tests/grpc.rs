@@ -79,6 +79,8 @@ async fn unary_results_equal_the_http_routes() {
     let options = reply.options.unwrap();
     assert_eq!(options.clamp_boxes, Some(false));
     assert_eq!(options.matching(), pb::Matching::Psr);
+    assert_eq!(options.batching(), pb::DetectorBatching::EqualShapes);
+    assert_eq!(http["options"]["batching"], "equal_shapes");
 
     // Detect and embed: the same numbers as the HTTP routes.
     let (scene, red, _) = images(0);

@@ -58,7 +58,7 @@ def test_grpc_results_equal_the_http_clients_for_the_same_inputs(server: PsrServ
     images, prompts, subjects = _scene(20)  # more than the server's 16 items: two chunks
     variants: list[dict[str, Any]] = [
         {},
-        {"mode": "robust", "options": {"matching": "assignment"}},
+        {"mode": "robust", "options": {"matching": "assignment", "batching": "equal_shapes"}},
     ]
     for kwargs in variants:
         with RewardClient(server.url) as h, RewardClient(server.grpc_url) as g:
@@ -68,14 +68,9 @@ def test_grpc_results_equal_the_http_clients_for_the_same_inputs(server: PsrServ
         assert got.rewards == want.rewards
         assert [r.subjects for r in got] == [r.subjects for r in want]
         assert [r.component("aesthetic") for r in got] == [r.component("aesthetic") for r in want]
-        # The options in force, on the fields the proto carries (not yet the detector's
-        # `batching` rule of issue 19).
-        proto_options = set(got.responses[0]["options"])
-        assert proto_options == {"clamp_boxes", "alpha", "matching", "detection"}
-        assert [r["options"] for r in got.responses] == [
-            {k: v for k, v in r["options"].items() if k in proto_options} for r in want.responses
-        ]
+        assert [r["options"] for r in got.responses] == [r["options"] for r in want.responses]
         assert len(got.responses) == 2
+    assert got.responses[0]["options"]["batching"] == "equal_shapes"  # robust's is padded
     # What the test compares is not trivially equal: found and missed subjects, distinct scores.
     assert {s.subjects[0].detected for s in got} == {True, False}
     assert len(set(got.rewards)) == 4

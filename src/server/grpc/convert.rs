@@ -3,7 +3,9 @@
 
 use crate::reward::copy_paste::CopyPasteOverrides;
 use crate::reward::engine::{self, ItemReward};
-use crate::reward::{self, AlphaRule, DetectionRule, Fallback, Matching, Mode, ScOptions};
+use crate::reward::{
+    self, AlphaRule, DetectionRule, DetectorBatching, Fallback, Matching, Mode, ScOptions,
+};
 use crate::server::error::ApiError;
 use crate::server::images::ImageSource;
 use crate::server::reward_input::{ItemIn, ReferenceIn, RewardInput, SubjectIn};
@@ -46,8 +48,11 @@ fn overrides(o: Option<&pb::SubjectConsistencyOptions>) -> Result<reward::ScOver
             pb::DetectionRule::PerCategory => Some(DetectionRule::PerCategory),
             pb::DetectionRule::Joint => Some(DetectionRule::Joint),
         },
-        // Not in the proto yet: the mode's default.
-        batching: None,
+        batching: match known(o.batching, "options.batching")? {
+            pb::DetectorBatching::Unspecified => None,
+            pb::DetectorBatching::EqualShapes => Some(DetectorBatching::EqualShapes),
+            pb::DetectorBatching::Padded => Some(DetectorBatching::Padded),
+        },
     })
 }
 
@@ -149,6 +154,10 @@ pub fn options(o: &ScOptions) -> pb::SubjectConsistencyOptions {
         detection: match o.detection {
             DetectionRule::PerCategory => pb::DetectionRule::PerCategory,
             DetectionRule::Joint => pb::DetectionRule::Joint,
+        } as i32,
+        batching: match o.batching {
+            DetectorBatching::EqualShapes => pb::DetectorBatching::EqualShapes,
+            DetectorBatching::Padded => pb::DetectorBatching::Padded,
         } as i32,
     }
 }

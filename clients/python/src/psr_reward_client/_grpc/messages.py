@@ -17,7 +17,12 @@ from typing import Any
 from ..request import CallOptions, PreparedItem
 
 #: Request-option fields that are enums, with their value prefixes.
-_OPTION_ENUMS = {"alpha": "ALPHA_RULE_", "matching": "MATCHING_", "detection": "DETECTION_RULE_"}
+_OPTION_ENUMS = {
+    "alpha": "ALPHA_RULE_",
+    "matching": "MATCHING_",
+    "detection": "DETECTION_RULE_",
+    "batching": "DETECTOR_BATCHING_",
+}
 
 
 def _enum_value(pb: Any, prefix: str, text: str, field: str) -> int:
@@ -172,6 +177,7 @@ def options(pb: Any, o: Any) -> dict[str, Any]:
         "alpha": _enum_text(pb, "AlphaRule", "ALPHA_RULE_", o.alpha),
         "matching": _enum_text(pb, "Matching", "MATCHING_", o.matching),
         "detection": _enum_text(pb, "DetectionRule", "DETECTION_RULE_", o.detection),
+        "batching": _enum_text(pb, "DetectorBatching", "DETECTOR_BATCHING_", o.batching),
     }
 
 
