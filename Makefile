@@ -28,7 +28,7 @@ APT_PACKAGES += openssl   # the Python client's HTTPS test makes a certificate w
 APT_STAMP = $(DEPS)/.apt-$(shell echo '$(sort $(APT_PACKAGES))' | md5sum | cut -c1-12)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all setup fixtures build run test test-rust test-python test-client lint bench fuzz clean export-tools
+.PHONY: all setup fixtures build run test test-rust test-python test-client lint bench fuzz clean export-tools real-arch-fixtures
 
 all: build
 
@@ -136,12 +136,24 @@ fuzz: setup fixtures $(CARGO_FUZZ)
 ## export-tools: the model-export environment (.venv-export: torch + transformers from PyPI,
 ## about 5.7 GB with torch's nvidia-* wheels). Never part of `make test`.
 EXPORT_VENV := .venv-export
-export-tools: $(EXPORT_VENV)/.stamp
+# onnxscript: the torch.export-based ONNX exporter (`dynamo=True`) needs it; the TorchScript
+# exporter freezes Grounding DINO's image size (runtime-notes.md).
+EXPORT_PINS := torch==2.15.0 transformers==5.24.0 onnx==1.23.2 onnxruntime==1.31.1 numpy==2.4.6 pillow==13.0.0 onnxscript==0.7.2 tokenizers==0.23.3
+# The stamp names the pins' hash: changing a pin reinstalls.
+EXPORT_STAMP := $(EXPORT_VENV)/.stamp-$(shell echo '$(EXPORT_PINS)' | md5sum | cut -c1-12)
+export-tools: $(EXPORT_STAMP)
 
-$(EXPORT_VENV)/.stamp:
+$(EXPORT_STAMP):
 	$(PYTHON) -m venv $(EXPORT_VENV)
-	$(EXPORT_VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.15.0 transformers==5.24.0 onnx==1.23.2 onnxruntime==1.31.1 numpy==2.4.6 pillow==13.0.0
+	$(EXPORT_VENV)/bin/pip install --quiet --disable-pip-version-check $(EXPORT_PINS)
 	touch $@
+
+## real-arch-fixtures: tests/fixtures/real_arch/ (committed): the real Grounding DINO, DINO ViT,
+## DINOv2, CLIP and CLIP-preference architectures from small configs with seeded random weights,
+## exported by tools/export_models.py, with PyTorch reference outputs. Not part of `make test`.
+REAL_ARCH := tests/fixtures/real_arch
+real-arch-fixtures: export-tools
+	$(EXPORT_VENV)/bin/python tools/export_models.py --tiny --seed 0 --reference --out $(REAL_ARCH)
 
 clean:
 	cargo clean
