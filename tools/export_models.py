@@ -151,6 +151,13 @@ def write_manifests(
                 "tokenizer.json",
                 detector_size,
             )
+            if precision == "fp16":
+                # Half precision reorders near-tied encoder proposals, so a query's index
+                # (the PSR "first kept" order) can depend on its batch: no batching.
+                sections["detector"]["batching"] = {
+                    **sections["detector"]["batching"],
+                    "max_batch_size": 1,
+                }
         if "dino-vits16" in keys:
             sections["embedder"] = manifest.embedder_section(
                 f"dino-vits16{suffix}{tag}", f"dino-vits16{tag}.onnx", "embeddings"
