@@ -15,7 +15,7 @@ pub mod templates;
 mod verdict;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use lru::LruCache;
 use prometheus::IntCounter;
@@ -219,6 +219,3 @@ fn read_api_key(config: &JudgeConfig) -> Result<Option<String>, JudgeError> {
         (None, None) => Ok(None),
     }
 }
-
-/// Shared handle.
-pub type SharedJudge = Arc<Judge>;
