@@ -129,3 +129,75 @@ async fn a_reward_alone_equals_the_same_reward_under_concurrent_mixed_load() {
     );
     s.stop().await;
 }
+
+/// The tiny real-architecture Grounding DINO (tests/fixtures/real_arch), gathering concurrent
+/// requests into one window. Its input is a fixed 800x800 (images are squashed), so only
+/// captions can be padded; on this export that moves logits by up to 11 (README, issue 19).
+fn real_arch_manifest() -> Manifest {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real_arch");
+    let mut m = Manifest::load(&dir.join("manifest.toml")).unwrap();
+    let d = m.detector.as_mut().unwrap();
+    d.batching.max_queue_delay_ms = 300;
+    d.batching.max_batch_size = 16;
+    m
+}
+
+fn real_arch_item(seed: u32, names: [&str; 2]) -> Value {
+    let shade = |k: u32| {
+        [
+            (37 * k % 255) as u8,
+            (91 * k % 255) as u8,
+            (53 * k % 255) as u8,
+        ]
+    };
+    let generated = scene(
+        320,
+        240,
+        &[
+            (20, 20, 140, 160, shade(seed)),
+            (180, 60, 300, 220, shade(seed + 7)),
+        ],
+    );
+    let reference = |k: u32| b64(&png(&scene(96, 96, &[(8, 8, 88, 88, shade(k))])));
+    json!({"image": b64(&png(&generated)), "subjects": [
+        {"name": names[0], "reference": reference(seed)},
+        {"name": names[1], "reference": reference(seed + 7)}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_real_architecture_a_psr_reward_is_the_same_alone_and_under_load() {
+    let s = TestServer::start_with(real_arch_manifest(), Default::default()).await;
+    let padded = "psr_reward_detector_padded_items_total{model=\"grounding-dino-tiny-random\"}";
+    let probe = |mode: &str| body(mode, vec![real_arch_item(1, ["cat", "dog"])]);
+    let alone = concurrently(&s, &[probe("psr"), probe("robust")]).await;
+
+    // Again, among requests whose captions are longer ("red sports car.") or equal.
+    let mut load = vec![probe("psr"), probe("robust")];
+    for seed in 2..6 {
+        load.push(body(
+            "robust",
+            vec![real_arch_item(seed, ["red sports car", "cat"])],
+        ));
+        load.push(body(
+            "psr",
+            vec![real_arch_item(seed, ["red sports car", "dog"])],
+        ));
+    }
+    let before = s.metric(padded).await;
+    let loaded = concurrently(&s, &load).await;
+    let padded_now = s.metric(padded).await - before;
+    assert!(
+        padded_now > 0.0,
+        "the robust load must have padded captions"
+    );
+    let (psr_alone, psr_loaded) = (alone[0][0], loaded[0][0]);
+    assert!(
+        (psr_alone - psr_loaded).abs() < 1e-6,
+        "psr: alone {psr_alone}, under load {psr_loaded}"
+    );
+    eprintln!(
+        "real-arch probe: psr alone {psr_alone} under load {psr_loaded}; robust alone {} under load {} ({padded_now} items padded)",
+        alone[1][0], loaded[1][0]
+    );
+    s.stop().await;
+}
