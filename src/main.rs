@@ -1,5 +1,5 @@
-//! `psr-reward` command line: `serve` runs the service; `models check` loads a manifest and
-//! prints each model's signature and provider; `eval` scores PSRBench (src/eval/).
+//! `psr-reward` command line: `serve` runs the service; `models check` checks exported models
+//! against their adapters (src/models/check/); `eval` scores PSRBench (src/eval/).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use psr_reward::config::Config;
 use psr_reward::cpu_pool::CpuPool;
 use psr_reward::metrics::Metrics;
+use psr_reward::models::check;
 use psr_reward::models::manifest::Manifest;
 use psr_reward::models::Models;
 use psr_reward::runtime::load_environment;
@@ -42,8 +43,27 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ModelsCommand {
-    /// Load every model of the manifest and print signatures and providers as JSON.
-    Check(Overrides),
+    /// Check a manifest's models (or one .onnx file) against their adapters: signature,
+    /// a real forward pass, timing per batch size, providers and batch safety. Exits 1 on
+    /// any problem.
+    Check(CheckArgs),
+}
+
+/// `models check` arguments.
+#[derive(Args, Clone)]
+struct CheckArgs {
+    /// A model manifest (TOML) or a single .onnx file (then give `--as`); defaults to the
+    /// configured manifest.
+    target: Option<PathBuf>,
+    /// The adapter a single .onnx file is checked against: detector (Grounding DINO HF
+    /// export), embedder, aesthetic or preference.
+    #[arg(long = "as", value_name = "ADAPTER")]
+    adapter: Option<check::Adapter>,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    overrides: Overrides,
 }
 
 /// Settings that override the config file; each has an environment twin.
@@ -136,8 +156,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(o) => o.resolve().and_then(serve),
         Command::Models {
-            command: ModelsCommand::Check(o),
-        } => o.resolve().and_then(check_models),
+            command: ModelsCommand::Check(a),
+        } => a.overrides.resolve().and_then(|c| check_models(c, &a)),
         Command::Eval(args) => psr_reward::eval::cli::run(*args),
     };
     match result {
@@ -162,12 +182,47 @@ fn load_models(config: &Config, metrics: &Metrics) -> anyhow::Result<Models> {
     Ok(models)
 }
 
-fn check_models(config: Config) -> anyhow::Result<()> {
-    init_tracing(config.server.json_logs);
-    let metrics = Metrics::new();
-    let models = load_models(&config, &metrics)?;
-    println!("{}", serde_json::to_string_pretty(&models.infos())?);
-    models.shutdown();
+/// The models `models check` looks at: the target file with its `--as` adapter, or every
+/// model of the target (or configured) manifest.
+fn check_targets(config: &Config, args: &CheckArgs) -> anyhow::Result<Vec<check::Target>> {
+    let path = args.target.as_ref().unwrap_or(&config.models.manifest);
+    let is_onnx = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    match (is_onnx, args.adapter) {
+        (true, Some(adapter)) => Ok(vec![check::target_from_file(path, adapter)?]),
+        (true, None) => anyhow::bail!(
+            "{}: a single .onnx file needs --as detector|embedder|aesthetic|preference",
+            path.display()
+        ),
+        (false, Some(_)) => anyhow::bail!("--as applies to a single .onnx file, not a manifest"),
+        (false, None) => Ok(check::targets_from_manifest(&Manifest::load(path)?)?),
+    }
+}
+
+fn check_models(config: Config, args: &CheckArgs) -> anyhow::Result<()> {
+    // Logs go to stderr so stdout is only the report.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,ort=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let env = load_environment(config.runtime.onnxruntime_library.as_deref())?;
+    let targets = check_targets(&config, args)?;
+    let reports: Vec<check::ModelReport> = targets
+        .iter()
+        .map(|t| check::check_target(&env, t))
+        .collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        print!("{}", check::render_text(&reports));
+    }
+    let failed = reports.iter().filter(|r| !r.ok()).count();
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} model(s) failed the check", reports.len());
+    }
     Ok(())
 }
 

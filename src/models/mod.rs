@@ -1,5 +1,6 @@
 //! The served models: manifests, adapters, and the lanes that batch their work.
 
+pub mod check;
 mod detector_lane;
 mod grounding_dino;
 mod image_model;
