@@ -7,6 +7,7 @@
 //! crops through the embedder lane, so items and subjects batch with each other and with other
 //! callers. References come from the [`ReferenceCache`] when seen before.
 
+mod detect;
 mod types;
 mod work;
 
@@ -18,17 +19,17 @@ use super::assignment::{best_assignment, MAX_CANDIDATES};
 use super::cache::{CacheKey, CachedReference, InFlight, Lookup};
 use super::copy_paste;
 use super::crop;
-use super::{AlphaRule, DetectionRule, Fallback, Matching, ScOptions};
+use super::{AlphaRule, Fallback, Matching, ScOptions};
 use crate::batcher::SubmitOptions;
-use crate::imaging::{self, DecodedImage};
+use crate::imaging::DecodedImage;
 use crate::models::Detection;
 
+use detect::{DetectionPlan, Detections};
 pub use types::{
     ItemInput, ReferenceInput, ScError, ScItem, ScServices, StageTiming, SubjectInput, SubjectScore,
 };
 use work::{
-    collect, cosine, embed_all, name_locator, Choice, EmbedJobs, EmbedKey, Embedded, Group, Img,
-    Pixels, RefState,
+    cosine, embed_all, Choice, EmbedJobs, EmbedKey, Embedded, Group, Img, Pixels, RefState,
 };
 
 /// Computes the subject-consistency component of every item: per item its result, or why a
@@ -63,74 +64,26 @@ pub async fn score_items(
         leads: _leads,
     } = resolve(&items, opts, claims)?;
 
-    // Stage 1: detection. Jobs are (image, categories): one category per pass, or all of an
-    // item's categories in one joint caption.
+    // Stage 1: detection, every pass of the request in one submission.
     let started = Instant::now();
-    let mut jobs: Vec<(usize, Vec<String>)> = Vec::new();
-    let mut gen_jobs: Vec<HashMap<String, usize>> = vec![HashMap::new(); items.len()];
-    for (i, item) in items.iter().enumerate() {
-        if !images[generated[i]].detectable {
-            continue;
-        }
-        let mut names: Vec<String> = Vec::new();
-        for s in &item.subjects {
-            if !names.contains(&s.name) {
-                names.push(s.name.clone());
-            }
-        }
-        // Closed-set detectors answer every category in one pass.
-        let joint = opts.detection == DetectionRule::Joint || detector.single_pass();
-        match joint {
-            false => {
-                for n in names {
-                    jobs.push((generated[i], vec![n.clone()]));
-                    gen_jobs[i].insert(n, jobs.len() - 1);
-                }
-            }
-            true => {
-                jobs.push((generated[i], names.clone()));
-                for n in names {
-                    gen_jobs[i].insert(n, jobs.len() - 1);
-                }
-            }
-        }
-    }
-    let mut ref_jobs: Vec<Option<usize>> = vec![None; pending.len()];
-    for (p, (key, img)) in pending.iter().enumerate() {
-        if images[*img].detectable {
-            jobs.push((*img, vec![key.category.clone()]));
-            ref_jobs[p] = Some(jobs.len() - 1);
-        }
-    }
-    let (det_items, prompts) =
-        detector_inputs(svc, &images, &jobs, &items, opts.shape_rule()).await?;
-    let outputs = collect(
-        detector.batcher.submit(det_items, submit)?,
-        submit.deadline,
+    let joint = DetectionPlan::joint(opts, detector);
+    let DetectionPlan {
+        passes,
+        generated: gen_jobs,
+        references: ref_jobs,
+    } = DetectionPlan::new(&items, &images, &generated, &pending, joint);
+    let detections = Detections::run(
+        svc,
+        detector,
+        &images,
+        passes,
+        &items,
+        (opts, submit),
         &mut timing,
     )
     .await?;
-    // A rejected detector output fails the items that use it (below); its job finds nothing.
-    let bad_jobs: Vec<Option<String>> = outputs
-        .iter()
-        .map(|o| detector.validate(o).err().map(|e| e.to_string()))
-        .collect();
-    let detections_of = |job: usize, name: &str| -> Vec<Detection> {
-        if bad_jobs[job].is_some() {
-            return Vec::new();
-        }
-        let (img, names) = &jobs[job];
-        let (w, h) = images[*img].pixels.rgb().dimensions();
-        let k = names.iter().position(|n| n == name).unwrap_or(0);
-        detector.detections(
-            &outputs[job],
-            &prompts[job],
-            k,
-            detector.box_threshold,
-            w,
-            h,
-        )
-    };
+    let bad_jobs = &detections.rejected;
+    let detections_of = |job: usize, name: &str| detections.of(job, name);
     timing.detection = started.elapsed();
 
     // Stage 2: choose crops and embed them.
@@ -513,57 +466,4 @@ fn resolve(
         pending,
         leads,
     })
-}
-
-/// Detector inputs of every job (image, categories), built on the CPU pool: each image's
-/// tensor once, however many jobs share it.
-async fn detector_inputs(
-    svc: &ScServices,
-    images: &[Img],
-    jobs: &[(usize, Vec<String>)],
-    items: &[ItemInput],
-    shapes: crate::models::ShapeRule,
-) -> Result<(Vec<crate::models::DetectorItem>, Vec<crate::models::Prompt>), ScError> {
-    let (models, pool, cpu) = (svc.models.clone(), svc.tensors.clone(), svc.cpu.clone());
-    let job_images: Vec<(usize, Pixels)> = jobs
-        .iter()
-        .map(|(img, _)| (*img, images[*img].pixels.clone()))
-        .collect();
-    let job_names: Vec<Vec<String>> = jobs.iter().map(|(_, n)| n.clone()).collect();
-    let name_error = name_locator(items);
-    svc.cpu
-        .run(move || {
-            let lane = models
-                .detector
-                .as_ref()
-                .ok_or(ScError::NotServed("detector"))?;
-            let mut unique: Vec<(usize, Pixels)> = Vec::new();
-            for (img, rgb) in &job_images {
-                if !unique.iter().any(|(u, _)| u == img) {
-                    unique.push((*img, rgb.clone()));
-                }
-            }
-            let mut tensors: HashMap<usize, Arc<imaging::PooledTensor>> = HashMap::new();
-            for built in cpu.map(unique, |(img, rgb)| {
-                imaging::to_tensor(rgb.rgb(), &lane.preprocess, &pool).map(|t| (img, Arc::new(t)))
-            }) {
-                let (img, t) = built.map_err(|e| ScError::Preprocess(e.to_string()))?;
-                tensors.insert(img, t);
-            }
-            let mut items = Vec::with_capacity(job_images.len());
-            let mut prompts = Vec::with_capacity(job_images.len());
-            for ((img, rgb), names) in job_images.iter().zip(&job_names) {
-                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-                let prompt = lane.prompt(&refs).map_err(|e| name_error(&names[0], e))?;
-                let image = tensors
-                    .get(img)
-                    .cloned()
-                    .ok_or_else(|| ScError::Preprocess("missing detector tensor".into()))?;
-                let (w, h) = rgb.rgb().dimensions();
-                items.push(lane.item(image, &prompt, (w, h), shapes));
-                prompts.push(prompt);
-            }
-            Ok((items, prompts))
-        })
-        .await?
 }
