@@ -19,18 +19,15 @@ use super::assignment::{best_assignment, MAX_CANDIDATES};
 use super::cache::{CacheKey, CachedReference, InFlight, Lookup};
 use super::copy_paste;
 use super::crop;
-use super::{AlphaRule, Fallback, Matching, ScOptions};
+use super::{AlphaRule, Matching, ScOptions};
 use crate::batcher::SubmitOptions;
 use crate::imaging::DecodedImage;
-use crate::models::Detection;
 
 use detect::{DetectionPlan, Detections};
 pub use types::{
     ItemInput, ReferenceInput, ScError, ScItem, ScServices, StageTiming, SubjectInput, SubjectScore,
 };
-use work::{
-    cosine, embed_all, Choice, EmbedJobs, EmbedKey, Embedded, Group, Img, Pixels, RefState,
-};
+use work::{cosine, embed_all, Choice, EmbedJobs, Embedded, Group, Img, Pixels, RefState};
 
 /// Computes the subject-consistency component of every item: per item its result, or why a
 /// model output it depends on was rejected.
@@ -89,48 +86,17 @@ pub async fn score_items(
     // Stage 2: choose crops and embed them.
     let started = Instant::now();
     let mut embeds = EmbedJobs::default();
-    let crop_choice = |embeds: &mut EmbedJobs, img: usize, det: Option<&Detection>| -> Choice {
-        let (w, h) = images[img].pixels.rgb().dimensions();
-        match det {
-            None => Choice {
-                embed: embeds.add(EmbedKey {
-                    image: img,
-                    window: None,
-                }),
-                detected: false,
-                bbox: None,
-                fallback: Some(Fallback::NotDetected),
-                fallback_mode: None,
-            },
-            Some(d) => {
-                let b = crop::truncate_box(d.bbox);
-                let window = crop::window(b, w, h, rule);
-                Choice {
-                    embed: embeds.add(EmbedKey { image: img, window }),
-                    detected: true,
-                    bbox: Some(b),
-                    fallback: window.is_none().then_some(Fallback::EmptyCrop),
-                    fallback_mode: None,
-                }
-            }
-        }
-    };
-    let non_rgb = |embeds: &mut EmbedJobs, img: usize| Choice {
-        embed: embeds.add(EmbedKey {
-            image: img,
-            window: None,
-        }),
-        detected: false,
-        bbox: None,
-        fallback: Some(Fallback::NonRgb),
-        fallback_mode: Some(images[img].mode.name()),
-    };
     let ref_choices: Vec<Choice> = pending
         .iter()
         .enumerate()
         .map(|(p, (key, img))| match ref_jobs[p] {
-            None => non_rgb(&mut embeds, *img),
-            Some(job) => crop_choice(&mut embeds, *img, detections_of(job, &key.category).first()),
+            None => embeds.whole_non_rgb(&images, *img),
+            Some(job) => embeds.crop(
+                &images,
+                *img,
+                rule,
+                detections_of(job, &key.category).first(),
+            ),
         })
         .collect();
     // Per item and subject: a fixed choice, or candidates decided after embedding.
@@ -141,7 +107,7 @@ pub async fn score_items(
         let mut choices = vec![None; item.subjects.len()];
         if !images[img].detectable {
             for c in choices.iter_mut() {
-                *c = Some(non_rgb(&mut embeds, img));
+                *c = Some(embeds.whole_non_rgb(&images, img));
             }
             gen_choices.push(choices);
             continue;
@@ -154,7 +120,7 @@ pub async fn score_items(
                 for (s, subject) in item.subjects.iter().enumerate() {
                     let dets = detections_of(gen_jobs[i][&subject.name], &subject.name);
                     let idx = if same_pair { s } else { 0 };
-                    choices[s] = Some(crop_choice(&mut embeds, img, dets.get(idx)));
+                    choices[s] = Some(embeds.crop(&images, img, rule, dets.get(idx)));
                 }
             }
             Matching::Assignment => {
@@ -171,11 +137,11 @@ pub async fn score_items(
                     let candidates: Vec<Choice> = dets
                         .iter()
                         .take(MAX_CANDIDATES)
-                        .map(|d| crop_choice(&mut embeds, img, Some(d)))
+                        .map(|d| embeds.crop(&images, img, rule, Some(d)))
                         .filter(|c| c.fallback.is_none())
                         .collect();
                     let whole = (members.len() > candidates.len())
-                        .then(|| crop_choice(&mut embeds, img, None));
+                        .then(|| embeds.crop(&images, img, rule, None));
                     groups.push(Group {
                         item: i,
                         members,

@@ -14,7 +14,7 @@ use super::super::Fallback;
 use super::types::{ItemInput, ScError, ScServices, StageTiming};
 use crate::batcher::{await_all, SubmitOptions, Ticket};
 use crate::imaging::{self, DecodedImage, PillowMode};
-use crate::models::TokenizeError;
+use crate::models::{Detection, TokenizeError};
 
 /// An image of the request as the models see it.
 pub(super) struct Img {
@@ -91,6 +91,53 @@ impl EmbedJobs {
             self.keys.push(key);
             self.keys.len() - 1
         })
+    }
+
+    /// The crop of a kept detection of image `img`, or the whole image when nothing was kept
+    /// (`not_detected`) or the box selects no pixels (`empty_crop`), as the scripts fall back.
+    pub(super) fn crop(
+        &mut self,
+        images: &[Img],
+        img: usize,
+        rule: crop::CropRule,
+        det: Option<&Detection>,
+    ) -> Choice {
+        let Some(d) = det else {
+            return Choice {
+                embed: self.add(EmbedKey {
+                    image: img,
+                    window: None,
+                }),
+                detected: false,
+                bbox: None,
+                fallback: Some(Fallback::NotDetected),
+                fallback_mode: None,
+            };
+        };
+        let (w, h) = images[img].pixels.rgb().dimensions();
+        let b = crop::truncate_box(d.bbox);
+        let window = crop::window(b, w, h, rule);
+        Choice {
+            embed: self.add(EmbedKey { image: img, window }),
+            detected: true,
+            bbox: Some(b),
+            fallback: window.is_none().then_some(Fallback::EmptyCrop),
+            fallback_mode: None,
+        }
+    }
+
+    /// The whole image as opened, for an image the scripts do not detect (`non_rgb`).
+    pub(super) fn whole_non_rgb(&mut self, images: &[Img], img: usize) -> Choice {
+        Choice {
+            embed: self.add(EmbedKey {
+                image: img,
+                window: None,
+            }),
+            detected: false,
+            bbox: None,
+            fallback: Some(Fallback::NonRgb),
+            fallback_mode: Some(images[img].mode.name()),
+        }
     }
 }
 
