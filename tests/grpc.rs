@@ -8,7 +8,7 @@ mod copy_paste;
 
 use common::grpc::*;
 use common::*;
-use copy_paste::scenes::{Object, Texture};
+use copy_paste::scenes;
 use psr_reward::config::Config;
 use psr_reward::server::grpc::pb;
 use serde_json::{json, Value};
@@ -246,32 +246,12 @@ async fn a_cancelled_stream_drops_its_queued_work() {
     s.stop().await;
 }
 
-/// A red object with yellow checks in a black 400x400 image, and its box: the fixture
-/// detector finds the red, the checks give the copy-paste guard texture to compare.
-fn textured_red() -> (image::RgbImage, [u32; 4]) {
-    let object = Object {
-        axes: (0.95, 0.8),
-        exponent: 4,
-        wobble: (0.0, 3.0),
-        base: [255.0, 0.0, 0.0],
-        accent: [255.0, 255.0, 0.0],
-        texture: Texture::Checks {
-            angle: 0.3,
-            cell: 0.3,
-        },
-        angle: 0.0,
-    };
-    let mut img = image::RgbImage::new(400, 400);
-    let b = object.draw(&mut img, 100.0, 100.0, 150.0);
-    (img, b)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_paste_overrides_and_findings_equal_the_http_routes() {
     let s = TestServer::start().await;
     let g = GrpcServer::start(&s.state).await;
     let mut client = g.client();
-    let (reference_img, b) = textured_red();
+    let (reference_img, b) = scenes::drawn_top_left(&scenes::textured_red(0.0));
     let reference = png(&reference_img);
     // The reference's crop pasted elsewhere in another image: the guard's case.
     let crop = image::imageops::crop_imm(&reference_img, b[0], b[1], b[2] - b[0], b[3] - b[1]);

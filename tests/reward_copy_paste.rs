@@ -6,33 +6,8 @@ mod common;
 mod copy_paste;
 
 use common::*;
-use copy_paste::scenes::{Object, Texture};
+use copy_paste::scenes::{drawn_top_left as drawn, textured_red};
 use serde_json::{json, Value};
-
-/// A red object with yellow checks: the fixture detector finds its red pixels, and the
-/// checks give the guard texture to compare.
-fn red_object(angle: f64) -> Object {
-    Object {
-        axes: (0.95, 0.8),
-        exponent: 4,
-        wobble: (0.0, 3.0),
-        base: [255.0, 0.0, 0.0],
-        accent: [255.0, 255.0, 0.0],
-        texture: Texture::Checks {
-            angle: 0.3,
-            cell: 0.3,
-        },
-        angle,
-    }
-}
-
-/// A black 400x400 image with `object` drawn in its top-left quadrant (the fixture detector
-/// keeps one box per colour and quadrant).
-fn drawn(object: &Object) -> (image::RgbImage, [u32; 4]) {
-    let mut img = image::RgbImage::new(400, 400);
-    let b = object.draw(&mut img, 100.0, 100.0, 150.0);
-    (img, b)
-}
 
 fn body(mode: &str, image: &str, reference: Value, extra: Value) -> Value {
     let mut b = json!({"mode": mode, "rewards": {"subject_consistency": 1.0}, "items": [
@@ -56,7 +31,7 @@ fn subject(r: &Value) -> &Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pasted_reference_is_flagged_and_its_penalty_ranks_it_below_an_honest_rendering() {
     let s = TestServer::start().await;
-    let (reference_img, b) = drawn(&red_object(0.0));
+    let (reference_img, b) = drawn(&textured_red(0.0));
     let reference = b64(&png(&reference_img));
     // The hack: the reference's crop pasted into another image, elsewhere.
     let crop = image::imageops::crop_imm(&reference_img, b[0], b[1], b[2] - b[0], b[3] - b[1]);
@@ -64,7 +39,7 @@ async fn a_pasted_reference_is_flagged_and_its_penalty_ranks_it_below_an_honest_
     image::imageops::replace(&mut pasted_img, &*crop, 210, 230);
     let pasted = b64(&png(&pasted_img));
     // An honest image: the same object drawn anew, turned by 35 degrees.
-    let honest = b64(&png(&drawn(&red_object(35f64.to_radians())).0));
+    let honest = b64(&png(&drawn(&textured_red(35f64.to_radians())).0));
 
     // psr mode: no penalty unless asked; the paste wins on similarity alone.
     let p = reward(&s, body("psr", &pasted, json!(reference), json!({}))).await;

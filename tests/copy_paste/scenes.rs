@@ -140,6 +140,31 @@ pub struct Object {
     pub angle: f64,
 }
 
+/// A black 400x400 image with `object` drawn in its top-left quadrant (the fixture detector
+/// keeps one box per colour and quadrant), and the object's box.
+pub fn drawn_top_left(object: &Object) -> (RgbImage, [u32; 4]) {
+    let mut img = RgbImage::new(400, 400);
+    let b = object.draw(&mut img, 100.0, 100.0, 150.0);
+    (img, b)
+}
+
+/// A red object with yellow checks at `angle`: the fixture detector finds its red pixels, and
+/// the checks give the copy-paste guard texture to compare (the service tests' subject).
+pub fn textured_red(angle: f64) -> Object {
+    Object {
+        axes: (0.95, 0.8),
+        exponent: 4,
+        wobble: (0.0, 3.0),
+        base: [255.0, 0.0, 0.0],
+        accent: [255.0, 255.0, 0.0],
+        texture: Texture::Checks {
+            angle: 0.3,
+            cell: 0.3,
+        },
+        angle,
+    }
+}
+
 impl Object {
     pub fn random(rng: &mut Rng) -> Self {
         let base = rng.colour();
