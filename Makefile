@@ -28,7 +28,7 @@ APT_PACKAGES += openssl   # the Python client's HTTPS test makes a certificate w
 APT_STAMP = $(DEPS)/.apt-$(shell echo '$(sort $(APT_PACKAGES))' | md5sum | cut -c1-12)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all setup fixtures build run test test-rust test-python test-client lint bench fuzz clean export-tools real-arch-fixtures
+.PHONY: all setup fixtures build run test test-rust test-python test-client lint bench bench-env fuzz clean export-tools real-arch-fixtures
 
 all: build
 
@@ -115,6 +115,20 @@ lint: setup
 	$(VENV)/bin/hadolint --config docker/hadolint.yaml docker/Dockerfile.cpu docker/Dockerfile.cuda
 	$(VENV)/bin/ruff check deploy && $(VENV)/bin/ruff format --check deploy
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) deploy/validate.py
+
+## bench-env: the benchmarks' Python peers (benches/peers: FastAPI, uvicorn) in .venv.
+## bench: the serving and reward benchmarks, each beside its Python peer and raw onnxruntime
+## (benches/README.md). Neither is part of `make test`.
+BENCH_STAMP = $(VENV)/.bench-$(shell md5sum benches/requirements.txt | cut -c1-12)
+$(BENCH_STAMP): $(VENV)/.stamp benches/requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r benches/requirements.txt
+	touch $@
+bench-env: $(BENCH_STAMP)
+
+bench: setup fixtures bench-env
+	cargo bench --bench serving -- --model $(FIXTURES)/vits16.onnx --label vits16 --seconds 10
+	cargo bench --bench serving -- --model $(FIXTURES)/embedder.onnx --label near-free --seconds 8
+	cargo bench --bench reward -- --manifest models/default.toml --callers 16 --requests 320
 
 ## fuzz: every cargo-fuzz target (fuzz/, nightly Rust) for FUZZ_SECONDS each on idle CPU;
 ## findings land in fuzz/artifacts/ (see fuzz/README.md). Not part of `make test`.

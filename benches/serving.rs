@@ -30,18 +30,20 @@ struct Args {
     max_batch: usize,
     delay_ms: u64,
     raw_batches: Vec<usize>,
+    peer: bool,
 }
 
 fn parse_args() -> Args {
     let mut a = Args {
         model: PathBuf::from("tests/fixtures/generated/vits16.onnx"),
         label: "vits16".into(),
-        concurrency: vec![1, 4, 16, 64],
+        concurrency: vec![1, 4, 8, 16, 64],
         seconds: 10.0,
         images: 128,
         max_batch: 32,
         delay_ms: 0,
         raw_batches: vec![1, 2, 4, 8, 16, 32],
+        peer: true,
     };
     let mut it = std::env::args().skip(1);
     let list = |s: String| {
@@ -60,6 +62,7 @@ fn parse_args() -> Args {
             "--max-batch" => a.max_batch = v().parse().expect("max batch"),
             "--delay-ms" => a.delay_ms = v().parse().expect("delay"),
             "--raw-batches" => a.raw_batches = list(v()),
+            "--no-peer" => a.peer = false,
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
@@ -203,14 +206,30 @@ struct Level {
     errors: usize,
 }
 
-async fn load(base: &str, bodies: Arc<Vec<bytes::Bytes>>, callers: usize, seconds: f64) -> Level {
-    let client = reqwest::Client::new();
+/// The service's executed items and batches so far (`None` for a peer, which has no metrics).
+async fn batch_counts(client: &reqwest::Client, base: &str, metrics: bool) -> Option<(f64, f64)> {
     let items = r#"psr_reward_inference_items_total{model="bench-embedder"}"#;
     let batches = r#"psr_reward_batch_executions_total{model="bench-embedder"}"#;
-    let (i0, b0) = (
-        common::metric(&client, base, items).await,
-        common::metric(&client, base, batches).await,
-    );
+    if !metrics {
+        return None;
+    }
+    Some((
+        common::metric(client, base, items).await,
+        common::metric(client, base, batches).await,
+    ))
+}
+
+/// `callers` callers posting `/v1/embed` back to back for `seconds`; `metrics` when `base` is
+/// the service (then the level's mean executed batch is read from `/metrics`).
+async fn load(
+    base: &str,
+    bodies: Arc<Vec<bytes::Bytes>>,
+    callers: usize,
+    seconds: f64,
+    metrics: bool,
+) -> Level {
+    let client = reqwest::Client::new();
+    let before = batch_counts(&client, base, metrics).await;
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(seconds);
     let tasks: Vec<_> = (0..callers)
@@ -250,22 +269,97 @@ async fn load(base: &str, bodies: Arc<Vec<bytes::Bytes>>, callers: usize, second
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let (i1, b1) = (
-        common::metric(&client, base, items).await,
-        common::metric(&client, base, batches).await,
-    );
+    let after = batch_counts(&client, base, metrics).await;
     lat.sort_by(f64::total_cmp);
     Level {
         callers,
         throughput: lat.len() as f64 / elapsed,
         p50_ms: common::percentile(&lat, 0.5),
         p99_ms: common::percentile(&lat, 0.99),
-        mean_batch: if b1 > b0 {
-            (i1 - i0) / (b1 - b0)
-        } else {
-            f64::NAN
+        mean_batch: match (before, after) {
+            (Some((i0, b0)), Some((i1, b1))) if b1 > b0 => (i1 - i0) / (b1 - b0),
+            _ => f64::NAN,
         },
         errors,
+    }
+}
+
+/// Every caller count's level against the server at `base` (1 s warm-up before each).
+async fn levels(
+    base: &str,
+    bodies: &Arc<Vec<bytes::Bytes>>,
+    args: &Args,
+    metrics: bool,
+) -> Vec<Level> {
+    let mut out = Vec::new();
+    for &c in &args.concurrency {
+        load(base, bodies.clone(), c, 1.0, metrics).await;
+        let level = load(base, bodies.clone(), c, args.seconds, metrics).await;
+        eprintln!("{base}: {c} callers: {:.1} images/s", level.throughput);
+        out.push(level);
+    }
+    out
+}
+
+/// Throughput at batch size `b` on a measured curve, interpolated linearly between sizes.
+fn rate_at(curve: &[(usize, f64)], b: f64) -> f64 {
+    let below = curve.iter().rev().find(|(rb, _)| *rb as f64 <= b);
+    let above = curve.iter().find(|(rb, _)| *rb as f64 >= b);
+    match (below, above) {
+        (Some(&(b0, r0)), Some(&(b1, r1))) if b1 > b0 => {
+            r0 + (r1 - r0) * (b - b0 as f64) / (b1 - b0) as f64
+        }
+        (Some(&(_, r)), _) | (None, Some(&(_, r))) => r,
+        (None, None) => f64::NAN,
+    }
+}
+
+fn best(curve: &[(usize, f64)]) -> f64 {
+    curve.iter().map(|&(_, r)| r).fold(f64::NAN, f64::max)
+}
+
+fn print_raw(rust: &[(usize, f64)], python: &[(usize, f64)]) {
+    println!("Raw onnxruntime on the same ONNX file, no decode, no HTTP (images/s):\n");
+    println!("| batch | Rust `ort` (the service's adapter, its preprocessed tensors) | Python `onnxruntime` (raw) |");
+    println!("|---:|---:|---:|");
+    for (b, r) in rust {
+        let py = python.iter().find(|(pb, _)| pb == b).map(|&(_, r)| r);
+        println!(
+            "| {b} | {r:.1} | {} |",
+            py.map_or("-".into(), |r| format!("{r:.1}"))
+        );
+    }
+}
+
+fn print_levels(args: &Args, service: &[Level], peer: &[Level], raw: &[(usize, f64)]) {
+    println!("\nServing `POST /v1/embed`, one distinct 512x512 JPEG q90 per request (psr-reward: max_batch_size {}, max_queue_delay_ms {}; peer: benches/peers/embed_peer.py, FastAPI + Pillow + onnxruntime, a request each):\n", args.max_batch, args.delay_ms);
+    println!("| callers | psr-reward images/s | p50 ms | p99 ms | mean batch | errors | peer images/s | peer p50 ms | peer p99 ms | peer errors | vs peer | vs raw at the executed batch | vs best raw |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (i, l) in service.iter().enumerate() {
+        let p = peer.get(i);
+        let cell = |f: fn(&Level) -> f64| p.map_or("-".into(), |p| format!("{:.1}", f(p)));
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} | {} | {} | {} | {} | {:.2}x | {:.2}x |",
+            l.callers,
+            l.throughput,
+            l.p50_ms,
+            l.p99_ms,
+            l.mean_batch,
+            l.errors,
+            cell(|p| p.throughput),
+            cell(|p| p.p50_ms),
+            cell(|p| p.p99_ms),
+            p.map_or("-".into(), |p| p.errors.to_string()),
+            p.map_or("-".into(), |p| format!("{:.2}x", l.throughput / p.throughput)),
+            l.throughput / rate_at(raw, l.mean_batch),
+            l.throughput / best(raw),
+        );
+    }
+    if let (Some(one), Some((_, r1))) = (
+        service.iter().find(|l| l.callers == 1),
+        raw.iter().find(|(b, _)| *b == 1),
+    ) {
+        println!("\nAt 1 caller: psr-reward p50 {:.1} ms vs raw batch-1 inference {:.1} ms: {:.1} ms added per request.", one.p50_ms, 1e3 / r1, one.p50_ms - 1e3 / r1);
     }
 }
 
@@ -276,7 +370,9 @@ fn main() {
     let args = parse_args();
     eprintln!("generating {} distinct 512x512 JPEGs", args.images);
     let jpegs = make_jpegs(args.images);
-    let raw = raw_throughput(&args, &jpegs);
+    let rust_raw = raw_throughput(&args, &jpegs);
+    let python_raw =
+        common::raw_python_throughput(&args.model, &args.raw_batches, args.seconds.min(8.0));
     let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
         jpegs
             .iter()
@@ -292,57 +388,17 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let levels = rt.block_on(async {
-        let svc = common::Service::start(&manifest).await;
-        let base = svc.base.clone();
-        let mut levels = Vec::new();
-        for &c in &args.concurrency {
-            load(&base, bodies.clone(), c, 1.0).await; // warm-up
-            let level = load(&base, bodies.clone(), c, args.seconds).await;
-            eprintln!("{} callers: {:.1} images/s", c, level.throughput);
-            levels.push(level);
-        }
-        levels
+    let (service, peer) = rt.block_on(async {
+        let peer = if args.peer {
+            let server = common::Service::peer("embed_peer.py", &manifest).await;
+            levels(&server.base, &bodies, &args, false).await
+        } else {
+            Vec::new()
+        };
+        let server = common::Service::start(&manifest).await;
+        (levels(&server.base, &bodies, &args, true).await, peer)
     });
-    // Raw throughput at batch size `b`, interpolated linearly between the measured sizes.
-    let raw_at = |b: f64| {
-        let below = raw.iter().rev().find(|(rb, _)| *rb as f64 <= b);
-        let above = raw.iter().find(|(rb, _)| *rb as f64 >= b);
-        match (below, above) {
-            (Some(&(b0, r0)), Some(&(b1, r1))) if b1 > b0 => {
-                r0 + (r1 - r0) * (b - b0 as f64) / (b1 - b0) as f64
-            }
-            (Some(&(_, r)), _) | (None, Some(&(_, r))) => r,
-            (None, None) => f64::NAN,
-        }
-    };
-    let best_raw = raw.iter().map(|&(_, r)| r).fold(f64::NAN, f64::max);
     println!("\n### {} ({})\n", args.label, args.model.display());
-    println!("Raw `ort` session, same preprocessed tensors, no HTTP:\n");
-    println!("| batch | images/s |\n|---:|---:|");
-    for (b, r) in &raw {
-        println!("| {b} | {r:.1} |");
-    }
-    println!("\nService (`POST /v1/embed`, one 512x512 JPEG q90 per request, max_batch_size {}, max_queue_delay_ms {}):\n", args.max_batch, args.delay_ms);
-    println!("| callers | images/s | p50 ms | p99 ms | mean batch | errors | vs raw at the executed batch size | vs best raw |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for l in &levels {
-        println!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {:.2}x | {:.2}x |",
-            l.callers,
-            l.throughput,
-            l.p50_ms,
-            l.p99_ms,
-            l.mean_batch,
-            l.errors,
-            l.throughput / raw_at(l.mean_batch),
-            l.throughput / best_raw
-        );
-    }
-    if let (Some(one), Some((_, r1))) = (
-        levels.iter().find(|l| l.callers == 1),
-        raw.iter().find(|(b, _)| *b == 1),
-    ) {
-        println!("\nAt 1 caller: service p50 {:.1} ms vs raw batch-1 inference {:.1} ms: {:.1} ms added per request.", one.p50_ms, 1e3 / r1, one.p50_ms - 1e3 / r1);
-    }
+    print_raw(&rust_raw, &python_raw);
+    print_levels(&args, &service, &peer, &python_raw);
 }

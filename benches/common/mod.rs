@@ -1,5 +1,5 @@
-//! Shared pieces of the benchmarks: the service as a child process, metrics scraping,
-//! percentiles, JPEG encoding, generated scenes.
+//! Shared pieces of the benchmarks: the service and its Python peers as child processes, raw
+//! onnxruntime in Python, metrics scraping, percentiles, JPEG encoding, generated scenes.
 #![allow(dead_code)]
 
 use std::io::Cursor;
@@ -32,7 +32,7 @@ pub fn jpeg(img: &image::RgbImage, quality: u8) -> Vec<u8> {
     out
 }
 
-/// The release service running in a child process; SIGTERM on drop.
+/// A server (the release service, or a Python peer) in a child process; SIGTERM on drop.
 pub struct Service {
     child: Child,
     pub base: String,
@@ -53,38 +53,100 @@ impl Service {
     /// As [`Service::start`], with a config file (`PSR_CONFIG`) when given: a benchmark that
     /// needs other limits than the defaults writes one.
     pub async fn start_with_config(manifest: &Path, config: Option<&Path>) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("port")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_psr-reward"));
         if let Some(config) = config {
             command.env("PSR_CONFIG", config);
         }
-        let child = command
+        command
             .arg("serve")
             .env("PORT", port.to_string())
             .env("PSR_HOST", "127.0.0.1")
             .env("PSR_MODELS", manifest)
             .env("PSR_ORT_LIBRARY", ort_library())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start service");
+            .env("RUST_LOG", "warn");
+        Self::spawn(command, port, "/ready").await
+    }
+
+    /// A Python peer server (`benches/peers/<script>`) serving `manifest`'s models, started
+    /// with [`peer_python`] and ready once `/health` answers 200.
+    pub async fn peer(script: &str, manifest: &Path) -> Self {
+        let port = free_port();
+        let mut command = Command::new(peer_python());
+        command
+            .arg(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("benches/peers")
+                    .join(script),
+            )
+            .arg("--manifest")
+            .arg(manifest)
+            .args(["--port", &port.to_string()]);
+        Self::spawn(command, port, "/health").await
+    }
+
+    async fn spawn(mut command: Command, port: u16, ready_path: &str) -> Self {
+        let child = command.stdout(Stdio::null()).spawn().expect("start server");
         let svc = Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
         };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(120);
-        while !matches!(client.get(format!("{}/ready", svc.base)).send().await, Ok(r) if r.status() == 200)
-        {
-            assert!(Instant::now() < deadline, "service never became ready");
+        let url = format!("{}{ready_path}", svc.base);
+        while !matches!(client.get(&url).send().await, Ok(r) if r.status() == 200) {
+            assert!(Instant::now() < deadline, "server never became ready");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         svc
     }
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The Python that runs the peers: `PSR_BENCH_PYTHON`, else the project's `.venv` (with
+/// `make bench-env`'s FastAPI and uvicorn).
+pub fn peer_python() -> PathBuf {
+    std::env::var_os("PSR_BENCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
+}
+
+/// Raw onnxruntime through its Python binding (`benches/peers/raw_ort.py`): images/s of
+/// `model` per batch size, `seconds` each.
+pub fn raw_python_throughput(model: &Path, batches: &[usize], seconds: f64) -> Vec<(usize, f64)> {
+    let list: Vec<String> = batches.iter().map(usize::to_string).collect();
+    let out = Command::new(peer_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/raw_ort.py"))
+        .arg("--model")
+        .arg(model)
+        .args([
+            "--batches",
+            &list.join(","),
+            "--seconds",
+            &seconds.to_string(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run raw_ort.py");
+    assert!(out.status.success(), "raw_ort.py failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("raw_ort.py line");
+            (
+                v["batch"].as_u64().expect("batch") as usize,
+                v["images_per_s"].as_f64().expect("rate"),
+            )
+        })
+        .collect()
 }
 
 impl Drop for Service {
