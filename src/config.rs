@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::reward::Component;
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -66,14 +68,44 @@ pub struct RewardsConfig {
     /// Longest prompt accepted, in characters.
     pub max_prompt_chars: usize,
     /// Default component weights (the paper's 0.4 / 0.4 / 0.2), restricted to the components
-    /// this deployment serves; a request may override them.
+    /// this deployment serves; a request may override them. Keyed by the names as written, so
+    /// that [`Config::validate`] names an unknown one with its field (see
+    /// [`RewardsConfig::component_weights`]).
     pub weights: BTreeMap<String, f64>,
-    /// Per-component `raw * scale + offset` onto a common 0..1 scale.
+    /// Per-component `raw * scale + offset` onto a common 0..1 scale (keyed as `weights`).
     pub normalization: BTreeMap<String, crate::reward::Normalization>,
     /// What `reward` is when a weighted component has no score.
     pub failure_policy: crate::reward::FailurePolicy,
     /// The copy-paste guard's threshold and (robust mode's) penalty.
     pub copy_paste: crate::reward::copy_paste::CopyPasteConfig,
+}
+
+impl RewardsConfig {
+    /// `weights` by component. A validated config names only components; in one that is not,
+    /// the unknown names are left out.
+    pub fn component_weights(&self) -> BTreeMap<Component, f64> {
+        by_component(&self.weights)
+    }
+
+    /// `normalization` by component (unknown names left out, as in
+    /// [`RewardsConfig::component_weights`]).
+    pub fn component_normalization(&self) -> BTreeMap<Component, crate::reward::Normalization> {
+        by_component(&self.normalization)
+    }
+}
+
+/// The entries of a map keyed by component names whose names parse.
+fn by_component<V: Copy>(map: &BTreeMap<String, V>) -> BTreeMap<Component, V> {
+    map.iter()
+        .filter_map(|(name, v)| Some((name.parse().ok()?, *v)))
+        .collect()
+}
+
+/// The same map keyed by the components' names, as the config file writes them.
+fn by_name<V>(map: BTreeMap<Component, V>) -> BTreeMap<String, V> {
+    map.into_iter()
+        .map(|(c, v)| (c.as_str().to_string(), v))
+        .collect()
 }
 
 impl Default for RewardsConfig {
@@ -82,8 +114,8 @@ impl Default for RewardsConfig {
             max_subjects: 4,
             reference_cache_bytes: 64 * 1024 * 1024,
             max_prompt_chars: 2000,
-            weights: crate::reward::default_weights(),
-            normalization: crate::reward::default_normalization(),
+            weights: by_name(crate::reward::default_weights()),
+            normalization: by_name(crate::reward::default_normalization()),
             failure_policy: crate::reward::FailurePolicy::default(),
             copy_paste: crate::reward::copy_paste::CopyPasteConfig::default(),
         }
@@ -297,7 +329,7 @@ impl Config {
             return Err(invalid("rewards.max_subjects", "must be 1..=16"));
         }
         for (name, w) in &self.rewards.weights {
-            if !crate::reward::COMPONENTS.contains(&name.as_str()) {
+            if name.parse::<Component>().is_err() {
                 return Err(invalid(
                     &format!("rewards.weights.{name}"),
                     "unknown component",
@@ -311,7 +343,7 @@ impl Config {
             }
         }
         for (name, n) in &self.rewards.normalization {
-            if !crate::reward::COMPONENTS.contains(&name.as_str()) {
+            if name.parse::<Component>().is_err() {
                 return Err(invalid(
                     &format!("rewards.normalization.{name}"),
                     "unknown component",

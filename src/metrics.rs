@@ -177,8 +177,8 @@ impl Metrics {
                 remote_calls.with_label_values(&[service, reason]);
             }
         }
-        for c in crate::reward::COMPONENTS {
-            components.with_label_values(&[c]);
+        for c in crate::reward::Component::ALL {
+            components.with_label_values(&[c.as_str()]);
         }
         let checks = counter(
             "psr_reward_copy_paste_checks_total",

@@ -9,13 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// The reward components.
-pub const COMPONENTS: [&str; 4] = [
-    "subject_consistency",
-    "semantic_alignment",
-    "aesthetic",
-    "position",
-];
+use super::Component;
 
 /// `normalised = raw * scale + offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -34,22 +28,22 @@ impl Normalization {
 }
 
 /// The defaults that put each component on 0..1 as the paper's tables do.
-pub fn default_normalization() -> BTreeMap<String, Normalization> {
+pub fn default_normalization() -> BTreeMap<Component, Normalization> {
     let n = |scale| Normalization { scale, offset: 0.0 };
     BTreeMap::from([
-        ("subject_consistency".to_string(), n(1.0)),
-        ("semantic_alignment".to_string(), n(0.1)),
-        ("aesthetic".to_string(), n(0.1)),
-        ("position".to_string(), n(1.0)),
+        (Component::SubjectConsistency, n(1.0)),
+        (Component::SemanticAlignment, n(0.1)),
+        (Component::Aesthetic, n(0.1)),
+        (Component::Position, n(1.0)),
     ])
 }
 
 /// The paper's weights.
-pub fn default_weights() -> BTreeMap<String, f64> {
+pub fn default_weights() -> BTreeMap<Component, f64> {
     BTreeMap::from([
-        ("subject_consistency".to_string(), 0.4),
-        ("semantic_alignment".to_string(), 0.4),
-        ("aesthetic".to_string(), 0.2),
+        (Component::SubjectConsistency, 0.4),
+        (Component::SemanticAlignment, 0.4),
+        (Component::Aesthetic, 0.2),
     ])
 }
 
@@ -67,8 +61,8 @@ pub enum FailurePolicy {
 
 /// The weighted reward of normalised component scores (`None` = failed or not applicable).
 pub fn combine(
-    weights: &BTreeMap<String, f64>,
-    scores: &BTreeMap<String, Option<f64>>,
+    weights: &BTreeMap<Component, f64>,
+    scores: &BTreeMap<Component, Option<f64>>,
     policy: FailurePolicy,
 ) -> Option<f64> {
     let total: f64 = weights.values().sum();
@@ -96,8 +90,10 @@ pub fn combine(
 mod tests {
     use super::*;
 
-    fn map<T: Clone>(v: &[(&str, T)]) -> BTreeMap<String, T> {
-        v.iter().map(|(k, x)| (k.to_string(), x.clone())).collect()
+    use Component::{Aesthetic, SemanticAlignment, SubjectConsistency};
+
+    fn map<T: Clone>(v: &[(Component, T)]) -> BTreeMap<Component, T> {
+        v.iter().cloned().collect()
     }
 
     #[test]
@@ -105,15 +101,9 @@ mod tests {
         let w = default_weights();
         let n = default_normalization();
         let s = map(&[
-            (
-                "subject_consistency",
-                Some(n["subject_consistency"].apply(0.7)),
-            ),
-            (
-                "semantic_alignment",
-                Some(n["semantic_alignment"].apply(8.0)),
-            ),
-            ("aesthetic", Some(n["aesthetic"].apply(6.0))),
+            (SubjectConsistency, Some(n[&SubjectConsistency].apply(0.7))),
+            (SemanticAlignment, Some(n[&SemanticAlignment].apply(8.0))),
+            (Aesthetic, Some(n[&Aesthetic].apply(6.0))),
         ]);
         // 0.4*0.7 + 0.4*0.8 + 0.2*0.6 = 0.72
         let r = combine(&w, &s, FailurePolicy::Null).unwrap();
@@ -124,18 +114,18 @@ mod tests {
     fn failure_policies() {
         let w = default_weights();
         let s = map(&[
-            ("subject_consistency", Some(0.5)),
-            ("semantic_alignment", None),
-            ("aesthetic", Some(1.0)),
+            (SubjectConsistency, Some(0.5)),
+            (SemanticAlignment, None),
+            (Aesthetic, Some(1.0)),
         ]);
         assert_eq!(combine(&w, &s, FailurePolicy::Null), None);
         // (0.4*0.5 + 0.2*1.0) * 1.0 / 0.6 = 0.6667
         let r = combine(&w, &s, FailurePolicy::Renormalize).unwrap();
         assert!((r - 0.4 / 0.6).abs() < 1e-12);
-        let none = map(&[("subject_consistency", None::<f64>)]);
+        let none = map(&[(SubjectConsistency, None::<f64>)]);
         assert_eq!(
             combine(
-                &map(&[("subject_consistency", 1.0)]),
+                &map(&[(SubjectConsistency, 1.0)]),
                 &none,
                 FailurePolicy::Renormalize
             ),
@@ -150,9 +140,9 @@ mod tests {
             offset: -1.0,
         };
         assert_eq!(n.apply(4.0), 1.0);
-        let w = map(&[("aesthetic", 2.0)]);
+        let w = map(&[(Aesthetic, 2.0)]);
         assert_eq!(
-            combine(&w, &map(&[("aesthetic", Some(0.25))]), FailurePolicy::Null),
+            combine(&w, &map(&[(Aesthetic, Some(0.25))]), FailurePolicy::Null),
             Some(0.5)
         );
     }

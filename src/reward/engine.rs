@@ -18,7 +18,7 @@ use super::remote::Remote;
 use super::subject_consistency::{
     score_items, ItemInput, ScError, ScItem, ScServices, StageTiming,
 };
-use super::{Mode, ScOptions};
+use super::{Component, ErrorKey, Mode, ScOptions};
 use crate::batcher::{await_all, AwaitError, BatchError, Batcher, SubmitOptions};
 use crate::cpu_pool::CpuPoolError;
 use crate::imaging;
@@ -31,7 +31,7 @@ pub struct RewardServices {
     pub judge: Option<Arc<Judge>>,
     /// Remote aesthetic scorer and its URL.
     pub aesthetic_remote: Option<(Arc<Remote>, String)>,
-    pub normalization: BTreeMap<String, Normalization>,
+    pub normalization: BTreeMap<Component, Normalization>,
     pub policy: FailurePolicy,
     pub metrics: Arc<Metrics>,
 }
@@ -50,7 +50,7 @@ pub struct PreparedItem {
 /// What to compute.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub weights: BTreeMap<String, f64>,
+    pub weights: BTreeMap<Component, f64>,
     pub mode: Mode,
     pub options: ScOptions,
     pub submit: SubmitOptions,
@@ -62,8 +62,8 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn wants(&self, component: &str) -> bool {
-        self.weights.contains_key(component)
+    fn wants(&self, component: Component) -> bool {
+        self.weights.contains_key(&component)
     }
 }
 
@@ -135,7 +135,8 @@ pub struct ItemReward {
     pub reward: Option<f64>,
     pub components: Components,
     /// Per failed (or unscored) component, why.
-    pub errors: BTreeMap<String, String>,
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub errors: BTreeMap<ErrorKey, String>,
     /// What the copy-paste guard took off `reward` (penalty x suspected subjects / subjects);
     /// absent when no penalty is in force or subject consistency was not computed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -185,7 +186,7 @@ pub async fn compute(
     items: Vec<PreparedItem>,
     plan: &Plan,
 ) -> Result<(Vec<ItemReward>, StageTiming), RewardError> {
-    let need_sc = plan.wants("subject_consistency") || plan.wants("position");
+    let need_sc = plan.wants(Component::SubjectConsistency) || plan.wants(Component::Position);
     let mut sc_inputs = Vec::with_capacity(items.len());
     let mut meta = Vec::with_capacity(items.len());
     for it in items {
@@ -214,7 +215,7 @@ pub async fn compute(
     let deadline = tokio::time::Instant::from_std(plan.submit.deadline);
     let late = || "the request's deadline passed before the component completed".to_string();
     let sa = async {
-        if !plan.wants("semantic_alignment") {
+        if !plan.wants(Component::SemanticAlignment) {
             return Ok(None);
         }
         let calls = futures_util::future::join_all(meta.iter().map(|m| judge_one(svc, m, plan)));
@@ -225,7 +226,7 @@ pub async fn compute(
         ))
     };
     let ae = async {
-        if !plan.wants("aesthetic") {
+        if !plan.wants(Component::Aesthetic) {
             return Ok(None);
         }
         match tokio::time::timeout_at(deadline, aesthetic_all(svc, &meta, plan.submit)).await {
@@ -239,12 +240,12 @@ pub async fn compute(
         Some((items, timing)) => (Some(items), timing),
         None => (None, StageTiming::default()),
     };
-    let norm = |c: &str, raw: f64| svc.normalization.get(c).map_or(raw, |n| n.apply(raw));
+    let norm = |c: Component, raw: f64| svc.normalization.get(&c).map_or(raw, |n| n.apply(raw));
     let mut out = Vec::with_capacity(meta.len());
     for (i, m) in meta.iter().enumerate() {
         let mut components = Components::default();
         let mut errors = BTreeMap::new();
-        let mut scores: BTreeMap<String, Option<f64>> = BTreeMap::new();
+        let mut scores: BTreeMap<Component, Option<f64>> = BTreeMap::new();
         let sc_item: Result<&ScItem, String> = match &sc_items {
             Some(items) => match items.get(i) {
                 Some(Ok(item)) => Ok(item),
@@ -254,11 +255,11 @@ pub async fn compute(
             None => Err(String::new()),
         };
         let mut copy_paste_penalty = None;
-        if plan.wants("subject_consistency") {
+        if plan.wants(Component::SubjectConsistency) {
             match &sc_item {
                 Ok(item) => {
-                    let score = norm("subject_consistency", item.score);
-                    scores.insert("subject_consistency".into(), Some(score));
+                    let score = norm(Component::SubjectConsistency, item.score);
+                    scores.insert(Component::SubjectConsistency, Some(score));
                     let (subjects, penalty) = guard(&plan.copy_paste, item, &svc.metrics);
                     copy_paste_penalty = penalty;
                     components.subject_consistency = Some(ScComponent {
@@ -268,45 +269,45 @@ pub async fn compute(
                     });
                 }
                 Err(e) => {
-                    errors.insert("subject_consistency".to_string(), e.clone());
+                    errors.insert(Component::SubjectConsistency.into(), e.clone());
                 }
             }
         }
-        if plan.wants("position") {
+        if plan.wants(Component::Position) {
             match &sc_item {
                 Ok(item) if item.first_boxes.len() >= 2 => {
                     let detail =
                         position_score(&m.prompt, item.first_boxes[0], item.first_boxes[1]);
-                    let score = detail.score.map(|s| norm("position", s));
+                    let score = detail.score.map(|s| norm(Component::Position, s));
                     if let (None, Some(reason)) = (score, detail.reason) {
-                        errors.insert("position".to_string(), reason.to_string());
+                        errors.insert(Component::Position.into(), reason.to_string());
                     }
-                    scores.insert("position".into(), score);
+                    scores.insert(Component::Position, score);
                     components.position = Some(PositionComponent::new(score, detail));
                 }
                 Ok(_) => {
                     errors.insert(
-                        "position".to_string(),
+                        Component::Position.into(),
                         "position needs two subjects".to_string(),
                     );
                 }
                 Err(e) => {
-                    errors.insert("position".to_string(), e.clone());
+                    errors.insert(Component::Position.into(), e.clone());
                 }
             }
         }
         if let Some(results) = &sa {
             match &results[i] {
                 Ok(j) => {
-                    let (sa, error) = j.report(|r| norm("semantic_alignment", r));
+                    let (sa, error) = j.report(|r| norm(Component::SemanticAlignment, r));
                     if let Some(e) = error {
-                        errors.insert("semantic_alignment".to_string(), e);
+                        errors.insert(Component::SemanticAlignment.into(), e);
                     }
-                    scores.insert("semantic_alignment".into(), sa.score);
+                    scores.insert(Component::SemanticAlignment, sa.score);
                     components.semantic_alignment = Some(sa);
                 }
                 Err(e) => {
-                    errors.insert("semantic_alignment".to_string(), e.clone());
+                    errors.insert(Component::SemanticAlignment.into(), e.clone());
                 }
             }
         }
@@ -314,18 +315,18 @@ pub async fn compute(
             match results.as_ref().map(|r| &r[i]) {
                 Ok((Ok(raw), source)) => {
                     let (raw, source) = (*raw, *source);
-                    let score = norm("aesthetic", raw);
-                    scores.insert("aesthetic".into(), Some(score));
+                    let score = norm(Component::Aesthetic, raw);
+                    scores.insert(Component::Aesthetic, Some(score));
                     components.aesthetic = Some(AestheticComponent { score, raw, source });
                 }
                 Ok((Err(e), _)) | Err(e) => {
-                    errors.insert("aesthetic".to_string(), e.clone());
+                    errors.insert(Component::Aesthetic.into(), e.clone());
                 }
             }
         }
         for name in plan.weights.keys() {
             if scores.get(name).copied().flatten().is_none() {
-                svc.metrics.component_failed(name);
+                svc.metrics.component_failed(name.as_str());
             }
         }
         let reward = combine(&plan.weights, &scores, svc.policy);

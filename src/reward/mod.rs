@@ -6,6 +6,7 @@ mod assignment;
 pub use assignment::MAX_CANDIDATES;
 mod cache;
 pub mod combine;
+mod component;
 pub mod copy_paste;
 pub mod crop;
 pub mod engine;
@@ -20,9 +21,8 @@ use crate::imaging::DecodedImage;
 
 pub use aesthetic::RemoteScorerConfig;
 pub use cache::{CacheMetrics, ReferenceCache};
-pub use combine::{
-    combine, default_normalization, default_weights, FailurePolicy, Normalization, COMPONENTS,
-};
+pub use combine::{combine, default_normalization, default_weights, FailurePolicy, Normalization};
+pub use component::{Component, ErrorKey, UnknownComponent};
 pub use judge::{Judge, JudgeConfig, Judgement};
 pub use position::{position_score, PositionScore};
 pub use remote::{Remote, RemoteError, RemoteMetrics, RemotePolicy};

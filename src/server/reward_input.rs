@@ -9,7 +9,9 @@ use std::time::Instant;
 use crate::explain::{self, ExplainInput};
 use crate::imaging::{DecodedImage, EncodedImage};
 use crate::reward::engine::{Plan, PreparedItem, RewardServices};
-use crate::reward::{ItemInput, Mode, ReferenceInput, ScOptions, ScOverrides, SubjectInput};
+use crate::reward::{
+    Component, ItemInput, Mode, ReferenceInput, ScOptions, ScOverrides, SubjectInput,
+};
 
 use super::admission::{BytesPermit, RequestCost};
 use super::error::ApiError;
@@ -97,7 +99,7 @@ pub fn services(state: &AppState) -> Result<RewardServices, ApiError> {
             .aesthetic_remote()
             .zip(state.config().aesthetic_remote.as_ref())
             .map(|(r, c)| (r.clone(), c.url.clone())),
-        normalization: state.config().rewards.normalization.clone(),
+        normalization: state.config().rewards.component_normalization(),
         policy: state.config().rewards.failure_policy,
         metrics: state.metrics_arc(),
     })
@@ -123,57 +125,78 @@ pub async fn decode_on_pool(
     Ok((decoded, decode_time))
 }
 
-/// Which components this deployment can compute.
-fn available(st: &AppState, component: &str) -> Result<(), String> {
+/// Whether this deployment can compute `component`: its models are in the manifest, or its
+/// remote service is configured.
+fn available(st: &AppState, component: Component) -> bool {
     let models = st.loaded_models();
     let has = |f: fn(&crate::models::Models) -> bool| models.is_some_and(|m| f(m));
-    let ok = match component {
-        "subject_consistency" => has(|m| m.detector.is_some() && m.embedder.is_some()),
-        "position" => has(|m| m.detector.is_some() && m.embedder.is_some()),
-        "semantic_alignment" => st.judge().is_some(),
-        "aesthetic" => {
+    match component {
+        Component::SubjectConsistency | Component::Position => {
+            has(|m| m.detector.is_some() && m.embedder.is_some())
+        }
+        Component::SemanticAlignment => st.judge().is_some(),
+        Component::Aesthetic => {
             has(|m| m.aesthetic.is_some() || m.preference.is_some())
                 || st.aesthetic_remote().is_some()
         }
-        _ => false,
-    };
-    if ok {
-        Ok(())
-    } else if crate::reward::COMPONENTS.contains(&component) {
-        Err(format!("rewards.{component}: this deployment does not serve it (see the model manifest and the [judge] / [aesthetic_remote] config)"))
-    } else {
-        Err(format!(
-            "rewards.{component}: unknown component (known: {})",
-            crate::reward::COMPONENTS.join(", ")
-        ))
     }
 }
 
+/// The component a request's `rewards` key names, if this deployment serves it; else why
+/// not (an unknown name lists the known ones).
+fn served(st: &AppState, name: &str) -> Result<Component, String> {
+    let Ok(component) = name.parse::<Component>() else {
+        return Err(format!(
+            "rewards.{name}: unknown component (known: {})",
+            Component::known()
+        ));
+    };
+    if available(st, component) {
+        Ok(component)
+    } else {
+        Err(format!("rewards.{name}: this deployment does not serve it (see the model manifest and the [judge] / [aesthetic_remote] config)"))
+    }
+}
+
+/// The request's weights by component (default: the configured weights of the served
+/// components), each checked in name order: served, finite and in range; not all zero.
 fn validate_weights(
     st: &AppState,
     rewards: Option<BTreeMap<String, f64>>,
-) -> Result<BTreeMap<String, f64>, ApiError> {
-    let weights = match rewards {
-        Some(w) => w,
-        None => st
+) -> Result<BTreeMap<Component, f64>, ApiError> {
+    let Some(rewards) = rewards else {
+        let weights: BTreeMap<Component, f64> = st
             .config()
             .rewards
-            .weights
-            .iter()
-            .filter(|(name, _)| available(st, name).is_ok())
-            .map(|(k, v)| (k.clone(), *v))
-            .collect(),
+            .component_weights()
+            .into_iter()
+            .filter(|(c, _)| available(st, *c))
+            .collect();
+        return check_weights(weights.into_iter().map(|(c, w)| (c.as_str(), Ok(c), w)));
     };
-    if weights.is_empty() {
+    check_weights(
+        rewards
+            .iter()
+            .map(|(name, w)| (name.as_str(), served(st, name), *w)),
+    )
+}
+
+/// The weights as named, each with its component (or why it has none), checked in order.
+fn check_weights<'a>(
+    named: impl ExactSizeIterator<Item = (&'a str, Result<Component, String>, f64)>,
+) -> Result<BTreeMap<Component, f64>, ApiError> {
+    if named.len() == 0 {
         return Err(ApiError::invalid("rewards: name at least one component"));
     }
-    for (name, w) in &weights {
-        available(st, name).map_err(ApiError::invalid)?;
-        if !w.is_finite() || *w < 0.0 || *w > MAX_WEIGHT {
+    let mut weights = BTreeMap::new();
+    for (name, component, w) in named {
+        let component = component.map_err(ApiError::invalid)?;
+        if !w.is_finite() || !(0.0..=MAX_WEIGHT).contains(&w) {
             return Err(ApiError::invalid(format!(
                 "rewards.{name}: weight must be in [0, {MAX_WEIGHT:e}]"
             )));
         }
+        weights.insert(component, w);
     }
     if weights.values().all(|w| *w == 0.0) {
         return Err(ApiError::invalid("rewards: all weights are zero"));
@@ -276,7 +299,7 @@ fn reward_cost(
     encoded: &[EncodedImage],
     items: &[ItemIn<'_>],
     image_of_item: &[usize],
-    weights: &BTreeMap<String, f64>,
+    weights: &BTreeMap<Component, f64>,
     options: &ScOptions,
 ) -> RequestCost {
     // Crops per subject: its generated crop and its reference, or with assignment matching
@@ -288,7 +311,8 @@ fn reward_cost(
     let mut cost = RequestCost::default();
     let models = st.loaded_models();
     // Detection and crops only when subject consistency (or position, which shares them) runs.
-    let detects = weights.contains_key("subject_consistency") || weights.contains_key("position");
+    let detects = weights.contains_key(&Component::SubjectConsistency)
+        || weights.contains_key(&Component::Position);
     for e in encoded {
         cost.image(&e.header);
         if let Some(d) = models.and_then(|m| m.detector.as_ref()).filter(|_| detects) {
@@ -304,7 +328,7 @@ fn reward_cost(
                 crops_per_subject * item.subjects.len() as u64,
             );
         }
-        if weights.contains_key("aesthetic") {
+        if weights.contains_key(&Component::Aesthetic) {
             let aesthetic = models.and_then(|m| {
                 m.preference
                     .as_ref()
@@ -334,14 +358,16 @@ pub fn decode(st: &AppState, req: RewardInput<'_>, arrived: Instant) -> Result<D
         ));
     }
     let weights = validate_weights(st, req.rewards)?;
-    if weights.contains_key("position") && req.items.iter().any(|it| it.subjects.len() < 2) {
+    if weights.contains_key(&Component::Position)
+        && req.items.iter().any(|it| it.subjects.len() < 2)
+    {
         return Err(ApiError::invalid(
             "rewards.position needs items with at least two subjects",
         ));
     }
     // The judge and a remote scorer receive the generated image as base64.
-    let keep_b64 = weights.contains_key("semantic_alignment")
-        || (weights.contains_key("aesthetic")
+    let keep_b64 = weights.contains_key(&Component::SemanticAlignment)
+        || (weights.contains_key(&Component::Aesthetic)
             && st.loaded_models().is_some_and(|m| m.aesthetic.is_none()));
     let options = ScOptions::resolve(req.mode, req.options);
     let copy_paste = st

@@ -236,7 +236,11 @@ pub fn item_reward(r: ItemReward) -> pb::ItemReward {
     pb::ItemReward {
         reward: r.reward,
         components: Some(components(r.components)),
-        errors: r.errors.into_iter().collect(),
+        errors: r
+            .errors
+            .into_iter()
+            .map(|(k, v)| (k.as_str().to_string(), v))
+            .collect(),
         copy_paste_penalty: r.copy_paste_penalty,
     }
 }

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use crate::explain::{self, ExplainInput, Explanation};
 use crate::reward::copy_paste::CopyPasteOverrides;
 use crate::reward::engine::{self, ItemReward};
-use crate::reward::{Mode, ScError, ScOptions, ScOverrides};
+use crate::reward::{ErrorKey, Mode, ScError, ScOptions, ScOverrides};
 use crate::server::error::{ApiError, ErrorBody};
 use crate::server::extract::{parse, JsonBytes};
 use crate::server::images::ImageSource;
@@ -278,7 +278,7 @@ fn with_explanations(
             let explanation = match explain::explain(input, sc, options) {
                 Ok(e) => Some(e),
                 Err(e) => {
-                    reward.errors.insert("explanation".into(), e.to_string());
+                    reward.errors.insert(ErrorKey::Explanation, e.to_string());
                     None
                 }
             };
