@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::explain::{self, ExplainInput};
 use crate::imaging::{DecodedImage, EncodedImage};
-use crate::reward::engine::{Plan, PreparedItem, RewardServices};
+use crate::reward::engine::{PreparedItem, RewardPlan, RewardServices};
 use crate::reward::{
     Component, ItemInput, Mode, ReferenceInput, ScOptions, ScOverrides, SubjectInput,
 };
@@ -83,7 +83,7 @@ pub trait RewardBody: Send + 'static {
 /// A validated, admitted and decoded request, ready for the reward engine.
 pub struct Decoded {
     pub items: Vec<PreparedItem>,
-    pub plan: Plan,
+    pub plan: RewardPlan,
     /// The request's share of the in-flight budget, held until the response is built.
     pub permit: BytesPermit,
     /// With `explain`, per item the images its explanation is drawn from.
@@ -432,7 +432,7 @@ pub fn decode(st: &AppState, req: RewardInput<'_>, arrived: Instant) -> Result<D
         items,
         permit,
         explain,
-        plan: Plan {
+        plan: RewardPlan {
             weights,
             mode: req.mode,
             options,
