@@ -251,37 +251,72 @@ impl Config {
         })
     }
 
-    /// Checks every range constraint, naming the offending field.
+    /// Checks every range constraint, naming the offending field: one check per concern,
+    /// in this order (the first violation is the one reported).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_ports()?;
+        self.limits.check()?;
+        self.rewards.check()?;
+        if let Some(judge) = &self.judge {
+            check_judge(judge)?;
+        }
+        check_auth(&self.auth)?;
+        self.server.check()
+    }
+
+    /// The gRPC listener needs a port of its own (0 asks the OS for one, so may repeat).
+    fn check_ports(&self) -> Result<(), ConfigError> {
         if self.grpc.enabled && self.grpc.port == self.server.port && self.grpc.port != 0 {
             return Err(invalid("grpc.port", "must differ from server.port"));
         }
-        let l = &self.limits;
-        if l.max_body_bytes < 1024 {
+        Ok(())
+    }
+}
+
+impl LimitsConfig {
+    /// Every limit, by concern: the body, images and pixels, request counts, the deadline,
+    /// priorities.
+    fn check(&self) -> Result<(), ConfigError> {
+        self.check_body()?;
+        self.check_images()?;
+        self.check_counts()?;
+        self.check_timeouts()?;
+        self.check_priorities()
+    }
+
+    /// The request body: large enough for a small request, and some time to arrive.
+    fn check_body(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes < 1024 {
             return Err(invalid("limits.max_body_bytes", "must be at least 1024"));
         }
-        if l.body_timeout_ms == 0 {
+        if self.body_timeout_ms == 0 {
             return Err(invalid("limits.body_timeout_ms", "must be at least 1"));
         }
-        if l.max_image_bytes == 0 || l.max_image_bytes > l.max_body_bytes {
+        Ok(())
+    }
+
+    /// Image and pixel limits: each must admit a small image, and the request-wide ones at
+    /// least one image at the per-image limits.
+    fn check_images(&self) -> Result<(), ConfigError> {
+        if self.max_image_bytes == 0 || self.max_image_bytes > self.max_body_bytes {
             return Err(invalid(
                 "limits.max_image_bytes",
                 "must be > 0 and at most limits.max_body_bytes",
             ));
         }
-        if l.max_image_side < 16 {
+        if self.max_image_side < 16 {
             return Err(invalid("limits.max_image_side", "must be at least 16"));
         }
-        if l.max_image_pixels < 256 {
+        if self.max_image_pixels < 256 {
             return Err(invalid("limits.max_image_pixels", "must be at least 256"));
         }
-        if !(l.max_aspect_ratio.is_finite() && l.max_aspect_ratio >= 1.0) {
+        if !(self.max_aspect_ratio.is_finite() && self.max_aspect_ratio >= 1.0) {
             return Err(invalid(
                 "limits.max_aspect_ratio",
                 "must be finite and >= 1",
             ));
         }
-        if l.max_request_pixels < l.max_image_pixels {
+        if self.max_request_pixels < self.max_image_pixels {
             return Err(invalid(
                 "limits.max_request_pixels",
                 "must be at least limits.max_image_pixels (one largest image must fit)",
@@ -289,106 +324,116 @@ impl Config {
         }
         // A request at its pixel limit holds 4 bytes per pixel decoded (RGB + alpha) before
         // any tensor: a budget below that would refuse requests the limits allow.
-        if l.max_inflight_bytes < l.max_request_pixels.saturating_mul(4) {
+        if self.max_inflight_bytes < self.max_request_pixels.saturating_mul(4) {
             return Err(invalid(
                 "limits.max_inflight_bytes",
                 "must be at least 4 x limits.max_request_pixels (a request at its pixel limit must fit)",
             ));
         }
-        if l.max_concurrent_requests == 0 {
+        Ok(())
+    }
+
+    /// Requests in flight, items and phrases: at least one of each, or nothing is served.
+    fn check_counts(&self) -> Result<(), ConfigError> {
+        if self.max_concurrent_requests == 0 {
             return Err(invalid(
                 "limits.max_concurrent_requests",
                 "must be at least 1",
             ));
         }
-        if l.max_items_per_request == 0 {
+        if self.max_items_per_request == 0 {
             return Err(invalid(
                 "limits.max_items_per_request",
                 "must be at least 1",
             ));
         }
-        if l.max_phrases == 0 {
+        if self.max_phrases == 0 {
             return Err(invalid("limits.max_phrases", "must be at least 1"));
         }
-        if l.default_timeout_ms == 0 || l.default_timeout_ms > l.max_timeout_ms {
+        Ok(())
+    }
+
+    /// The default deadline must be one a request could ask for.
+    fn check_timeouts(&self) -> Result<(), ConfigError> {
+        if self.default_timeout_ms == 0 || self.default_timeout_ms > self.max_timeout_ms {
             return Err(invalid(
                 "limits.default_timeout_ms",
                 "must be > 0 and at most limits.max_timeout_ms",
             ));
         }
-        if l.priority_levels == 0 || l.priority_levels > 16 {
+        Ok(())
+    }
+
+    /// The batcher's queues have one level per priority (at most 16); the default is one
+    /// of them.
+    fn check_priorities(&self) -> Result<(), ConfigError> {
+        if self.priority_levels == 0 || self.priority_levels > 16 {
             return Err(invalid("limits.priority_levels", "must be 1..=16"));
         }
-        if l.default_priority >= l.priority_levels {
+        if self.default_priority >= self.priority_levels {
             return Err(invalid(
                 "limits.default_priority",
                 "must be below limits.priority_levels",
             ));
         }
-        if self.rewards.max_subjects == 0 || self.rewards.max_subjects > 16 {
+        Ok(())
+    }
+}
+
+impl RewardsConfig {
+    /// Subject and prompt limits, the component maps and the copy-paste guard.
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.max_subjects == 0 || self.max_subjects > 16 {
             return Err(invalid("rewards.max_subjects", "must be 1..=16"));
         }
-        for (name, w) in &self.rewards.weights {
-            if name.parse::<Component>().is_err() {
-                return Err(invalid(
-                    &format!("rewards.weights.{name}"),
-                    "unknown component",
-                ));
-            }
-            if !w.is_finite() || *w < 0.0 {
-                return Err(invalid(
-                    &format!("rewards.weights.{name}"),
-                    "must be finite and >= 0",
-                ));
-            }
-        }
-        for (name, n) in &self.rewards.normalization {
-            if name.parse::<Component>().is_err() {
-                return Err(invalid(
-                    &format!("rewards.normalization.{name}"),
-                    "unknown component",
-                ));
-            }
-            if !(n.scale.is_finite() && n.offset.is_finite()) {
-                return Err(invalid(
-                    &format!("rewards.normalization.{name}"),
-                    "scale and offset must be finite",
-                ));
-            }
-        }
-        let cp = &self.rewards.copy_paste;
+        self.check_weights()?;
+        self.check_normalization()?;
+        let cp = &self.copy_paste;
         crate::reward::copy_paste::CopyPasteConfig::check(
             cp.threshold,
             cp.penalty,
             "rewards.copy_paste",
         )
         .map_err(|m| invalid("rewards.copy_paste", m))?;
-        if self.rewards.max_prompt_chars == 0 {
+        if self.max_prompt_chars == 0 {
             return Err(invalid("rewards.max_prompt_chars", "must be at least 1"));
         }
-        if let Some(j) = &self.judge {
-            if !(j.base_url.starts_with("http://") || j.base_url.starts_with("https://")) {
-                return Err(invalid("judge.base_url", "must be an http(s) URL"));
+        Ok(())
+    }
+
+    /// Each weight names a component and is a finite, non-negative number.
+    fn check_weights(&self) -> Result<(), ConfigError> {
+        for (name, w) in &self.weights {
+            let field = format!("rewards.weights.{name}");
+            if name.parse::<Component>().is_err() {
+                return Err(invalid(&field, "unknown component"));
             }
-            if !(0.0..=2.0).contains(&j.temperature) {
-                return Err(invalid("judge.temperature", "must be in [0, 2]"));
-            }
-            for (task, source) in &j.templates {
-                source
-                    .check(task)
-                    .map_err(|m| invalid(&format!("judge.templates.{task}"), m))?;
+            if !w.is_finite() || *w < 0.0 {
+                return Err(invalid(&field, "must be finite and >= 0"));
             }
         }
-        if self.auth.keys_env.as_deref().is_some_and(str::is_empty) {
-            return Err(invalid(
-                "auth.keys_env",
-                "must name an environment variable",
-            ));
+        Ok(())
+    }
+
+    /// Each normalisation names a component and has a finite scale and offset.
+    fn check_normalization(&self) -> Result<(), ConfigError> {
+        for (name, n) in &self.normalization {
+            let field = format!("rewards.normalization.{name}");
+            if name.parse::<Component>().is_err() {
+                return Err(invalid(&field, "unknown component"));
+            }
+            if !(n.scale.is_finite() && n.offset.is_finite()) {
+                return Err(invalid(&field, "scale and offset must be finite"));
+            }
         }
-        if self.auth.reload_interval_ms < 50 {
-            return Err(invalid("auth.reload_interval_ms", "must be at least 50"));
-        }
-        if self.server.shutdown_grace_secs > 3600 {
+        Ok(())
+    }
+}
+
+impl ServerConfig {
+    /// The drain after SIGTERM lasts at most an hour: a longer grace is taken for a typo.
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.shutdown_grace_secs > 3600 {
             return Err(invalid(
                 "server.shutdown_grace_secs",
                 "must be at most 3600",
@@ -396,6 +441,38 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The judge: an http(s) URL, a temperature its API accepts, and templates that each have
+/// their one placeholder.
+fn check_judge(j: &crate::reward::JudgeConfig) -> Result<(), ConfigError> {
+    if !(j.base_url.starts_with("http://") || j.base_url.starts_with("https://")) {
+        return Err(invalid("judge.base_url", "must be an http(s) URL"));
+    }
+    if !(0.0..=2.0).contains(&j.temperature) {
+        return Err(invalid("judge.temperature", "must be in [0, 2]"));
+    }
+    for (task, source) in &j.templates {
+        source
+            .check(task)
+            .map_err(|m| invalid(&format!("judge.templates.{task}"), m))?;
+    }
+    Ok(())
+}
+
+/// API keys: `keys_env` names a variable, and the key file is not checked for changes in a
+/// busy loop (every 50 ms at most).
+fn check_auth(a: &crate::server::auth::AuthConfig) -> Result<(), ConfigError> {
+    if a.keys_env.as_deref().is_some_and(str::is_empty) {
+        return Err(invalid(
+            "auth.keys_env",
+            "must name an environment variable",
+        ));
+    }
+    if a.reload_interval_ms < 50 {
+        return Err(invalid("auth.reload_interval_ms", "must be at least 50"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -424,6 +501,67 @@ mod tests {
         assert!(err("[judge.templates.fourr]\ntext = \"{}\"\n").contains("judge.templates.fourr"));
         assert!(err("[judge.templates.four]\ntext = \"no slot\"\n").contains("placeholder"));
         assert!(err("[judge.templates.four]\n").contains("exactly one"));
+    }
+
+    /// One bad value per concern: the error names its field with its message.
+    #[test]
+    fn each_concern_names_its_field() {
+        type Spoil = fn(&mut Config);
+        let cases: [(Spoil, &str); 8] = [
+            (
+                |c| (c.grpc.enabled, c.grpc.port) = (true, c.server.port),
+                "invalid config value `grpc.port`: must differ from server.port",
+            ),
+            (
+                |c| c.limits.body_timeout_ms = 0,
+                "invalid config value `limits.body_timeout_ms`: must be at least 1",
+            ),
+            (
+                |c| c.limits.max_inflight_bytes = 1,
+                "invalid config value `limits.max_inflight_bytes`: must be at least 4 x limits.max_request_pixels (a request at its pixel limit must fit)",
+            ),
+            (
+                |c| c.limits.max_phrases = 0,
+                "invalid config value `limits.max_phrases`: must be at least 1",
+            ),
+            (
+                |c| c.limits.default_timeout_ms = c.limits.max_timeout_ms + 1,
+                "invalid config value `limits.default_timeout_ms`: must be > 0 and at most limits.max_timeout_ms",
+            ),
+            (
+                |c| {
+                    c.rewards.weights.insert("beauty".into(), 1.0);
+                },
+                "invalid config value `rewards.weights.beauty`: unknown component",
+            ),
+            (
+                |c| c.auth.reload_interval_ms = 49,
+                "invalid config value `auth.reload_interval_ms`: must be at least 50",
+            ),
+            (
+                |c| c.server.shutdown_grace_secs = 3601,
+                "invalid config value `server.shutdown_grace_secs`: must be at most 3600",
+            ),
+        ];
+        for (spoil, message) in cases {
+            let mut c = Config::default();
+            spoil(&mut c);
+            assert_eq!(c.validate().unwrap_err().to_string(), message);
+        }
+    }
+
+    /// The typed views of the component maps hold what the file names.
+    #[test]
+    fn component_maps_are_keyed_by_component() {
+        let rewards = RewardsConfig::default();
+        assert_eq!(
+            rewards.component_weights(),
+            crate::reward::default_weights()
+        );
+        assert_eq!(
+            rewards.component_normalization(),
+            crate::reward::default_normalization()
+        );
     }
 
     #[test]
