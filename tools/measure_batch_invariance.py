@@ -248,6 +248,39 @@ def preference_rows(
 # ---- the folder ----------------------------------------------------------------------
 
 
+class TorchDetector:
+    """The tiny Grounding DINO of ``make real-arch-fixtures`` (same seed, same weights) run in
+    PyTorch behind the two session methods ``detector_rows`` uses. The committed export takes
+    one fixed size, so padding an image into a larger one (``pixel_mask``) can only be
+    measured on the model itself. Needs the export environment (``make export-tools``)."""
+
+    def __init__(self, seed: int) -> None:
+        import tempfile
+
+        import torch
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from export import builders
+
+        self.torch = torch
+        self.built = builders.build(
+            "grounding-dino", True, seed, Path(tempfile.mkdtemp()), None
+        )
+
+    def get_inputs(self) -> list[Any]:
+        from types import SimpleNamespace
+
+        return [
+            SimpleNamespace(name="pixel_values", shape=["batch", 3, "height", "width"])
+        ]
+
+    def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        args = [self.torch.from_numpy(feed[n]) for n in self.built.inputs]
+        with self.torch.no_grad():
+            out = dict(zip(self.built.outputs, self.built.module(*args), strict=True))
+        return [out[n].numpy() for n in names]
+
+
 def measure(folder: Path) -> list[Row]:
     """Every export in ``folder`` by its inputs: detector, preference, or image model."""
     rows: list[Row] = []
@@ -292,8 +325,19 @@ def main() -> int:
         "folder", type=Path, help="folder of ONNX exports (and tokenizers)"
     )
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    parser.add_argument(
+        "--torch-detector-seed",
+        type=int,
+        help="also measure the tiny Grounding DINO built from this seed in PyTorch "
+        "(run with .venv-export/bin/python; the fixtures use seed 0)",
+    )
     args = parser.parse_args()
     rows = measure(args.folder)
+    if args.torch_detector_seed is not None:
+        tok = Tokenizer.from_file(str(args.folder / "tokenizer.json"))
+        name = f"grounding-dino-tiny in PyTorch (seed {args.torch_detector_seed})"
+        detector = TorchDetector(args.torch_detector_seed)
+        rows += detector_rows(name, detector, tok)  # type: ignore[arg-type]
     print(markdown(rows))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
