@@ -5,13 +5,14 @@
 //! `/metrics` until first use is a known complaint about TEI). Names follow Prometheus
 //! conventions: one `psr_reward_` prefix, base units in names, counters end in `_total`.
 
+use std::time::Duration;
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
-/// Why a batcher item did not produce a result.
-pub const FAILURE_REASONS: [&str; 4] = ["overloaded", "timeout", "dropped", "backend"];
+use crate::batcher::{FailureReason, LaneObserver};
 
 /// Latency buckets in seconds, from sub-millisecond overheads to minute-long VLM calls.
 const SECONDS_BUCKETS: [f64; 16] = [
@@ -52,34 +53,52 @@ pub struct Metrics {
 /// The remote services the metrics know (labels created at start-up).
 pub const REMOTE_SERVICES: [&str; 2] = ["judge", "aesthetic_remote"];
 
-/// The per-model children, resolved once so the hot path never looks labels up.
+/// The per-model children, resolved once so the hot path never looks labels up; the lane's
+/// [`LaneObserver`].
 #[derive(Clone)]
 pub struct LaneMetrics {
-    pub queue_depth: IntGauge,
-    pub batch_size: prometheus::Histogram,
-    pub items: IntCounter,
-    pub batches: IntCounter,
-    pub queue_duration: prometheus::Histogram,
-    pub inference_duration: prometheus::Histogram,
-    pub worker_restarts: IntCounter,
-    pub ready: IntGauge,
+    queue_depth: IntGauge,
+    batch_size: prometheus::Histogram,
+    items: IntCounter,
+    batches: IntCounter,
+    queue_duration: prometheus::Histogram,
+    inference_duration: prometheus::Histogram,
+    worker_restarts: IntCounter,
+    ready: IntGauge,
+    /// One counter per [`FailureReason::ALL`], in that order.
     failures: [IntCounter; 4],
 }
 
-impl LaneMetrics {
-    /// Counts `n` items that failed for `reason` (one of [`FAILURE_REASONS`]).
-    pub fn fail(&self, reason: FailureReason, n: usize) {
+impl LaneObserver for LaneMetrics {
+    fn queue_depth(&self, depth: usize) {
+        self.queue_depth.set(depth as i64);
+    }
+
+    fn batch_started(&self, queue_waits: &[Duration]) {
+        for waited in queue_waits {
+            self.queue_duration.observe(waited.as_secs_f64());
+        }
+        let n = queue_waits.len();
+        self.batch_size.observe(n as f64);
+        self.items.inc_by(n as u64);
+        self.batches.inc();
+    }
+
+    fn batch_finished(&self, inference: Duration) {
+        self.inference_duration.observe(inference.as_secs_f64());
+    }
+
+    fn items_failed(&self, reason: FailureReason, n: usize) {
         self.failures[reason as usize].inc_by(n as u64);
     }
-}
 
-/// Index into [`FAILURE_REASONS`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureReason {
-    Overloaded = 0,
-    Timeout = 1,
-    Dropped = 2,
-    Backend = 3,
+    fn worker_restarted(&self) {
+        self.worker_restarts.inc();
+    }
+
+    fn lane_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
 }
 
 fn must<T>(r: Result<T, prometheus::Error>) -> T {
@@ -318,7 +337,7 @@ impl Metrics {
             inference_duration: self.inference_duration.with_label_values(&l),
             worker_restarts: self.worker_restarts.with_label_values(&l),
             ready: self.model_ready.with_label_values(&l),
-            failures: FAILURE_REASONS.map(fail),
+            failures: FailureReason::ALL.map(|r| fail(r.as_str())),
         }
     }
 
@@ -456,6 +475,26 @@ mod tests {
         }
         assert!(text
             .contains(r#"psr_reward_batcher_failures_total{model="embedder",reason="timeout"} 0"#));
+    }
+
+    #[test]
+    fn lane_events_land_in_their_families() {
+        let m = Metrics::new();
+        let lane = m.lane("embedder");
+        lane.items_failed(FailureReason::Timeout, 2);
+        lane.batch_started(&[Duration::from_millis(1); 3]);
+        lane.worker_restarted();
+        let text = m.render().unwrap();
+        for line in [
+            r#"psr_reward_batcher_failures_total{model="embedder",reason="timeout"} 2"#,
+            r#"psr_reward_batcher_failures_total{model="embedder",reason="backend"} 0"#,
+            r#"psr_reward_inference_items_total{model="embedder"} 3"#,
+            r#"psr_reward_batch_executions_total{model="embedder"} 1"#,
+            r#"psr_reward_queue_duration_seconds_count{model="embedder"} 3"#,
+            r#"psr_reward_worker_restarts_total{model="embedder"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! work TEI's prefetch hides. With several instances, one worker forms the next batch while
 //! the others run theirs.
 
+mod observer;
 mod queue;
 mod worker;
 
@@ -23,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::metrics::{FailureReason, LaneMetrics};
 use queue::{Entry, Queue};
 
+pub use observer::{FailureReason, LaneObserver};
 pub use worker::ModelFactory;
 
 /// A model as the batcher sees it: a batch of inputs in, one output per input out.
@@ -158,7 +159,7 @@ pub(crate) struct Shared<I, O> {
     config: LaneConfig,
     queue: Mutex<QueueState<I, O>>,
     wakeup: Condvar,
-    metrics: LaneMetrics,
+    observer: Box<dyn LaneObserver>,
     /// Instances able to run a batch (not being rebuilt): a lane at zero is not ready.
     live: AtomicUsize,
 }
@@ -174,13 +175,13 @@ impl<I, O> Shared<I, O> {
     /// An instance panicked and is being rebuilt.
     fn instance_down(&self) {
         let live = self.live.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
-        self.metrics.ready.set(i64::from(live > 0));
+        self.observer.lane_ready(live > 0);
     }
 
     /// A rebuilt instance is serving again.
     fn instance_up(&self) {
         self.live.fetch_add(1, Ordering::SeqCst);
-        self.metrics.ready.set(1);
+        self.observer.lane_ready(true);
     }
 
     fn lock(&self) -> MutexGuard<'_, QueueState<I, O>> {
@@ -207,12 +208,12 @@ impl<I, O> Clone for Batcher<I, O> {
 
 impl<I: Batchable + Send + 'static, O: Send + 'static> Batcher<I, O> {
     /// Builds every model instance (so load errors surface at start-up) and starts one worker
-    /// thread per instance.
+    /// thread per instance. `observer` hears of every event of the lane (see [`LaneObserver`]).
     pub fn start(
         name: &str,
         config: LaneConfig,
         factory: ModelFactory<I, O>,
-        metrics: LaneMetrics,
+        observer: impl LaneObserver + 'static,
     ) -> Result<Self, BackendError> {
         let instances = config.instances.max(1);
         let mut models = Vec::with_capacity(instances);
@@ -228,7 +229,7 @@ impl<I: Batchable + Send + 'static, O: Send + 'static> Batcher<I, O> {
             }),
             config,
             wakeup: Condvar::new(),
-            metrics,
+            observer: Box::new(observer),
             live: AtomicUsize::new(instances),
         });
         let mut handles = Vec::with_capacity(instances);
@@ -241,7 +242,7 @@ impl<I: Batchable + Send + 'static, O: Send + 'static> Batcher<I, O> {
                 .map_err(|e| BackendError(format!("cannot spawn worker thread: {e}")))?;
             handles.push(handle);
         }
-        shared.metrics.ready.set(1);
+        shared.observer.lane_ready(true);
         Ok(Self {
             shared,
             workers: Arc::new(Mutex::new(handles)),
@@ -280,7 +281,7 @@ impl<I: Batchable + Send + 'static, O: Send + 'static> Batcher<I, O> {
         }
         if n > shared.config.queue_capacity {
             drop(state);
-            shared.metrics.fail(FailureReason::Overloaded, n);
+            shared.observer.items_failed(FailureReason::Overloaded, n);
             return Err(BatchError::TooLarge {
                 model: shared.name.clone(),
                 items: n,
@@ -291,11 +292,13 @@ impl<I: Batchable + Send + 'static, O: Send + 'static> Batcher<I, O> {
             // Items of callers that went away (a refused or cancelled request) must not keep
             // others out: drop them now rather than at the next batch.
             let abandoned = state.queue.remove_abandoned();
-            shared.metrics.fail(FailureReason::Dropped, abandoned);
+            shared
+                .observer
+                .items_failed(FailureReason::Dropped, abandoned);
         }
         if !state.queue.has_room(n) {
             drop(state);
-            shared.metrics.fail(FailureReason::Overloaded, n);
+            shared.observer.items_failed(FailureReason::Overloaded, n);
             return Err(BatchError::Overloaded {
                 model: shared.name.clone(),
                 capacity: shared.config.queue_capacity,
@@ -318,7 +321,7 @@ impl<I: Batchable + Send + 'static, O: Send + 'static> Batcher<I, O> {
             );
             tickets.push(rx);
         }
-        shared.metrics.queue_depth.set(state.queue.len() as i64);
+        shared.observer.queue_depth(state.queue.len());
         drop(state);
         if n >= shared.config.max_batch_size || shared.config.instances > 1 {
             shared.wakeup.notify_all();
@@ -342,7 +345,7 @@ impl<I: Batchable + Send + 'static, O: Send + 'static> Batcher<I, O> {
             state.closed = true;
             state.queue.drain()
         };
-        self.shared.metrics.queue_depth.set(0);
+        self.shared.observer.queue_depth(0);
         for entry in leftover {
             let _ = entry.reply.send(Err(BatchError::ShuttingDown {
                 model: self.shared.name.clone(),
@@ -354,7 +357,7 @@ impl<I: Batchable + Send + 'static, O: Send + 'static> Batcher<I, O> {
         for h in handles {
             let _ = h.join();
         }
-        self.shared.metrics.ready.set(0);
+        self.shared.observer.lane_ready(false);
     }
 }
 

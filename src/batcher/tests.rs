@@ -1,11 +1,51 @@
 //! Batch formation on a fake model: size cap, delay, priorities, shape keys, deadlines,
 //! disconnects, admission control and panic isolation.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::metrics::Metrics;
+
+/// Counts every event a lane reports, for assertions on the observer interface.
+#[derive(Default)]
+struct Counts {
+    batches_started: AtomicUsize,
+    batches_finished: AtomicUsize,
+    items: AtomicUsize,
+    failed: [AtomicUsize; 4],
+    restarts: AtomicUsize,
+    depth: AtomicUsize,
+    ready: AtomicBool,
+}
+
+impl Counts {
+    fn failed(&self, reason: FailureReason) -> usize {
+        self.failed[reason as usize].load(Ordering::SeqCst)
+    }
+}
+
+impl LaneObserver for Counts {
+    fn queue_depth(&self, depth: usize) {
+        self.depth.store(depth, Ordering::SeqCst);
+    }
+    fn batch_started(&self, queue_waits: &[Duration]) {
+        self.batches_started.fetch_add(1, Ordering::SeqCst);
+        self.items.fetch_add(queue_waits.len(), Ordering::SeqCst);
+    }
+    fn batch_finished(&self, _inference: Duration) {
+        self.batches_finished.fetch_add(1, Ordering::SeqCst);
+    }
+    fn items_failed(&self, reason: FailureReason, n: usize) {
+        self.failed[reason as usize].fetch_add(n, Ordering::SeqCst);
+    }
+    fn worker_restarted(&self) {
+        self.restarts.fetch_add(1, Ordering::SeqCst);
+    }
+    fn lane_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+}
 
 /// A test item: a value and a batch key.
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +91,7 @@ struct Harness {
     batcher: Batcher<Item, u32>,
     log: Arc<Mutex<Vec<Vec<u32>>>>,
     gate: Arc<(Mutex<bool>, Condvar)>,
-    metrics: Metrics,
+    counts: Arc<Counts>,
 }
 
 impl Harness {
@@ -67,7 +107,7 @@ impl Harness {
     ) -> Self {
         let log = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
-        let metrics = Metrics::new();
+        let counts = Arc::new(Counts::default());
         let (l, g) = (log.clone(), gate.clone());
         let factory: ModelFactory<Item, u32> = Arc::new(move |_| {
             Ok(Box::new(Fake {
@@ -82,12 +122,12 @@ impl Harness {
             priority_levels: 3,
             instances,
         };
-        let batcher = Batcher::start("fake", config, factory, metrics.lane("fake")).unwrap();
+        let batcher = Batcher::start("fake", config, factory, counts.clone()).unwrap();
         Self {
             batcher,
             log,
             gate,
-            metrics,
+            counts,
         }
     }
 
@@ -126,12 +166,8 @@ impl Harness {
         self.log.lock().unwrap().clone()
     }
 
-    fn metric(&self, name: &str) -> String {
-        let text = self.metrics.render().unwrap();
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .map(|l| l.rsplit(' ').next().unwrap_or("").to_string())
-            .unwrap_or_default()
+    fn count(&self, counter: impl Fn(&Counts) -> &AtomicUsize) -> usize {
+        counter(&self.counts).load(Ordering::SeqCst)
     }
 }
 
@@ -157,8 +193,9 @@ fn size_cap_splits_a_large_submission_in_order() {
         h.batches(),
         vec![vec![GATE], vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]
     );
-    assert_eq!(h.metric("psr_reward_batch_executions_total"), "4");
-    assert_eq!(h.metric("psr_reward_inference_items_total"), "11");
+    assert_eq!(h.count(|c| &c.batches_started), 4);
+    assert_eq!(h.count(|c| &c.items), 11);
+    assert_eq!(h.count(|c| &c.depth), 0);
 }
 
 #[test]
@@ -244,8 +281,12 @@ fn expired_items_never_reach_the_model() {
     assert_eq!(wait(fine.into_iter().next().unwrap()).unwrap().output, 12);
     wait(gate.into_iter().next().unwrap()).unwrap();
     assert_eq!(h.batches(), vec![vec![GATE], vec![6]]);
-    let text = h.metrics.render().unwrap();
-    assert!(text.contains(r#"psr_reward_batcher_failures_total{model="fake",reason="timeout"} 1"#));
+    assert_eq!(h.counts.failed(FailureReason::Timeout), 1);
+    assert_eq!(
+        h.count(|c| &c.items),
+        2,
+        "the expired item never counts as run"
+    );
 }
 
 #[test]
@@ -259,8 +300,7 @@ fn abandoned_items_are_dropped_and_counted() {
     assert_eq!(wait(kept.into_iter().next().unwrap()).unwrap().output, 16);
     wait(gate.into_iter().next().unwrap()).unwrap();
     assert_eq!(h.batches(), vec![vec![GATE], vec![8]]);
-    let text = h.metrics.render().unwrap();
-    assert!(text.contains(r#"psr_reward_batcher_failures_total{model="fake",reason="dropped"} 1"#));
+    assert_eq!(h.counts.failed(FailureReason::Dropped), 1);
 }
 
 #[test]
@@ -287,10 +327,8 @@ fn full_queue_rejects_whole_submission_and_keeps_accepted_work() {
         .collect();
     assert_eq!(outs, vec![2, 4]);
     wait(gate.into_iter().next().unwrap()).unwrap();
-    let text = h.metrics.render().unwrap();
-    assert!(
-        text.contains(r#"psr_reward_batcher_failures_total{model="fake",reason="overloaded"} 2"#)
-    );
+    assert_eq!(h.counts.failed(FailureReason::Overloaded), 2);
+    assert_eq!(h.counts.failed(FailureReason::Backend), 0);
 }
 
 #[test]
@@ -302,7 +340,13 @@ fn panic_fails_only_its_batch_and_the_worker_is_rebuilt() {
     }
     let good = h.submit(&[2], 1);
     assert_eq!(wait(good.into_iter().next().unwrap()).unwrap().output, 4);
-    assert_eq!(h.metric("psr_reward_worker_restarts_total"), "1");
+    assert_eq!(h.count(|c| &c.restarts), 1);
+    assert_eq!(h.counts.failed(FailureReason::Backend), 2);
+    assert!(
+        h.counts.ready.load(Ordering::SeqCst),
+        "the rebuilt lane is ready again"
+    );
+    assert_eq!(h.count(|c| &c.batches_finished), 2);
 }
 
 #[test]

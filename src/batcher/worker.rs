@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::queue::{Entry, Formed};
-use super::{BackendError, BatchError, BatchModel, Batchable, Completed, Shared};
-use crate::metrics::FailureReason;
+use super::{BackendError, BatchError, BatchModel, Batchable, Completed, FailureReason, Shared};
 
 /// Builds model instance `i` (the index lets a factory spread instances over devices).
 pub type ModelFactory<I, O> = Arc<
@@ -26,7 +25,7 @@ pub(crate) fn run<I: Batchable + Send + 'static, O: Send + 'static>(
     while let Some(batch) = next_batch(&shared) {
         if let Err(panic) = execute(&shared, model.as_mut(), batch) {
             tracing::error!(model = %shared.name, instance, panic = %panic, "model worker panicked; rebuilding the instance");
-            shared.metrics.worker_restarts.inc();
+            shared.observer.worker_restarted();
             match rebuild(&shared, instance, &factory) {
                 Some(fresh) => {
                     model = fresh;
@@ -62,7 +61,7 @@ fn next_batch<I, O>(shared: &Shared<I, O>) -> Option<Vec<Entry<I, O>>> {
         let full = state.queue.ready_count(cfg.max_batch_size) >= cfg.max_batch_size;
         if full || now >= release_at || state.closed || state.greedy {
             let formed = state.queue.take_batch(cfg.max_batch_size, now);
-            shared.metrics.queue_depth.set(state.queue.len() as i64);
+            shared.observer.queue_depth(state.queue.len());
             if !state.queue.is_empty() {
                 // Another idle instance may take the rest right away.
                 shared.wakeup.notify_one();
@@ -85,16 +84,16 @@ fn next_batch<I, O>(shared: &Shared<I, O>) -> Option<Vec<Entry<I, O>>> {
 
 /// Answers expired and abandoned items (never run) and returns the batch to execute.
 fn settle_rejects<I, O>(shared: &Shared<I, O>, formed: Formed<I, O>) -> Vec<Entry<I, O>> {
-    let m = &shared.metrics;
+    let m = &shared.observer;
     if !formed.expired.is_empty() {
-        m.fail(FailureReason::Timeout, formed.expired.len());
+        m.items_failed(FailureReason::Timeout, formed.expired.len());
         for e in formed.expired {
             let _ = e.reply.send(Err(BatchError::Timeout {
                 model: shared.name.clone(),
             }));
         }
     }
-    m.fail(FailureReason::Dropped, formed.dropped.len());
+    m.items_failed(FailureReason::Dropped, formed.dropped.len());
     formed.batch
 }
 
@@ -104,24 +103,23 @@ fn execute<I: Batchable + Send + 'static, O: Send + 'static>(
     model: &mut dyn BatchModel<Input = I, Output = O>,
     batch: Vec<Entry<I, O>>,
 ) -> Result<(), String> {
-    let m = &shared.metrics;
+    let m = &shared.observer;
     let n = batch.len();
     let started = Instant::now();
     let mut inputs = Vec::with_capacity(n);
     let mut replies = Vec::with_capacity(n);
+    let mut waits = Vec::with_capacity(n);
     for e in batch {
         let waited = started.saturating_duration_since(e.enqueued);
-        m.queue_duration.observe(waited.as_secs_f64());
+        waits.push(waited);
         inputs.push(e.input);
         replies.push((e.reply, waited));
     }
-    m.batch_size.observe(n as f64);
-    m.items.inc_by(n as u64);
-    m.batches.inc();
+    m.batch_started(&waits);
 
     let outcome = catch_unwind(AssertUnwindSafe(|| model.run(&inputs)));
     let inference_time = started.elapsed();
-    m.inference_duration.observe(inference_time.as_secs_f64());
+    m.batch_finished(inference_time);
     drop(inputs);
 
     let (result, panic) = match outcome {
@@ -138,7 +136,7 @@ fn execute<I: Batchable + Send + 'static, O: Send + 'static>(
                     dropped += 1;
                 }
             }
-            m.fail(FailureReason::Dropped, dropped);
+            m.items_failed(FailureReason::Dropped, dropped);
             return Ok(());
         }
         Ok(Ok(outputs)) => (
@@ -158,7 +156,7 @@ fn execute<I: Batchable + Send + 'static, O: Send + 'static>(
         }
     };
     tracing::warn!(model = %shared.name, batch = n, error = %result, "model batch failed");
-    m.fail(FailureReason::Backend, n);
+    m.items_failed(FailureReason::Backend, n);
     if panic.is_some() {
         // Down before the callers hear of it, so a probe right after sees the truth.
         shared.instance_down();
