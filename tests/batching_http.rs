@@ -256,6 +256,9 @@ async fn a_failing_batch_fails_only_its_requests_and_the_model_recovers() {
         signature: None,
         batching: spec.batching.clone(),
         preprocess: String::new(),
+        max_batch_size: 8,
+        batch_cap: 8,
+        batch_curve: Vec::new(),
     };
     let lane = ImageLane::new(batcher, spec.preprocess.build(), info);
     let models = Models {

@@ -13,6 +13,7 @@
 //! work TEI's prefetch hides. With several instances, one worker forms the next batch while
 //! the others run theirs.
 
+mod cap;
 mod observer;
 mod queue;
 mod worker;
@@ -26,6 +27,7 @@ use tokio::sync::oneshot;
 
 use queue::{Entry, Queue};
 
+pub use cap::{choose_cap, trial_sizes, CurvePoint, LearnBudget, CAP_SHARE};
 pub use observer::{FailureReason, LaneObserver};
 pub use worker::ModelFactory;
 
@@ -162,6 +164,8 @@ pub(crate) struct Shared<I, O> {
     observer: Box<dyn LaneObserver>,
     /// Instances able to run a batch (not being rebuilt): a lane at zero is not ready.
     live: AtomicUsize,
+    /// Most items per formed batch now: `config.max_batch_size` until a cap is learned.
+    cap: AtomicUsize,
 }
 
 struct QueueState<I, O> {
@@ -182,6 +186,11 @@ impl<I, O> Shared<I, O> {
     fn instance_up(&self) {
         self.live.fetch_add(1, Ordering::SeqCst);
         self.observer.lane_ready(true);
+    }
+
+    /// The batch size in force.
+    fn cap(&self) -> usize {
+        self.cap.load(Ordering::SeqCst)
     }
 
     fn lock(&self) -> MutexGuard<'_, QueueState<I, O>> {
@@ -216,6 +225,7 @@ impl<I: Batchable + Send + 'static, O: Send + 'static> Batcher<I, O> {
         observer: impl LaneObserver + 'static,
     ) -> Result<Self, BackendError> {
         let instances = config.instances.max(1);
+        let config_max = config.max_batch_size.max(1);
         let mut models = Vec::with_capacity(instances);
         for i in 0..instances {
             models.push(factory(i)?);
@@ -231,7 +241,9 @@ impl<I: Batchable + Send + 'static, O: Send + 'static> Batcher<I, O> {
             wakeup: Condvar::new(),
             observer: Box::new(observer),
             live: AtomicUsize::new(instances),
+            cap: AtomicUsize::new(config_max),
         });
+        shared.observer.batch_cap(config_max);
         let mut handles = Vec::with_capacity(instances);
         for (i, model) in models.into_iter().enumerate() {
             let shared = shared.clone();
@@ -262,6 +274,24 @@ impl<I: Batchable + Send + 'static, O: Send + 'static> Batcher<I, O> {
     /// Most items the lane's queue holds: a larger submission can never be admitted.
     pub fn queue_capacity(&self) -> usize {
         self.shared.config.queue_capacity
+    }
+
+    /// The configured most items per batch (the upper bound of any cap).
+    pub fn max_batch_size(&self) -> usize {
+        self.shared.config.max_batch_size.max(1)
+    }
+
+    /// The most items per batch in force now.
+    pub fn batch_cap(&self) -> usize {
+        self.shared.cap()
+    }
+
+    /// Caps formed batches at `cap` items, clamped to `1..=max_batch_size`.
+    pub fn set_batch_cap(&self, cap: usize) {
+        let cap = cap.clamp(1, self.max_batch_size());
+        self.shared.cap.store(cap, Ordering::SeqCst);
+        self.shared.observer.batch_cap(cap);
+        self.shared.wakeup.notify_all();
     }
 
     /// Queues all `inputs` or none: a request is never half-admitted.
@@ -323,7 +353,7 @@ impl<I: Batchable + Send + 'static, O: Send + 'static> Batcher<I, O> {
         }
         shared.observer.queue_depth(state.queue.len());
         drop(state);
-        if n >= shared.config.max_batch_size || shared.config.instances > 1 {
+        if n >= shared.cap() || shared.config.instances > 1 {
             shared.wakeup.notify_all();
         } else {
             shared.wakeup.notify_one();

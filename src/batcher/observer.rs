@@ -57,6 +57,8 @@ pub trait LaneObserver: Send + Sync {
     fn worker_restarted(&self);
     /// Whether the lane has at least one instance able to run a batch.
     fn lane_ready(&self, ready: bool);
+    /// The most items per batch now in force (`max_batch_size`, or a learned cap).
+    fn batch_cap(&self, cap: usize);
 }
 
 /// Shares one observer between a lane and its owner (e.g. a test that reads the counts).
@@ -78,5 +80,8 @@ impl<T: LaneObserver + ?Sized> LaneObserver for Arc<T> {
     }
     fn lane_ready(&self, ready: bool) {
         (**self).lane_ready(ready);
+    }
+    fn batch_cap(&self, cap: usize) {
+        (**self).batch_cap(cap);
     }
 }

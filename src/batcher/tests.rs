@@ -17,6 +17,7 @@ struct Counts {
     restarts: AtomicUsize,
     depth: AtomicUsize,
     ready: AtomicBool,
+    cap: AtomicUsize,
 }
 
 impl Counts {
@@ -44,6 +45,9 @@ impl LaneObserver for Counts {
     }
     fn lane_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+    fn batch_cap(&self, cap: usize) {
+        self.cap.store(cap, Ordering::SeqCst);
     }
 }
 
@@ -421,4 +425,45 @@ fn draining_releases_a_waiting_batch_at_once() {
     }
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(h.batches(), vec![vec![1, 2]]);
+}
+
+#[test]
+fn batches_never_exceed_the_cap_under_load() {
+    let h = Arc::new(Harness::new(16, 5, 1000));
+    h.open_gate();
+    h.batcher.set_batch_cap(3);
+    assert_eq!(h.batcher.batch_cap(), 3);
+    assert_eq!(h.count(|c| &c.cap), 3);
+    let threads: Vec<_> = (0..8u32)
+        .map(|t| {
+            let h = h.clone();
+            std::thread::spawn(move || {
+                let values: Vec<u32> = (0..5).map(|i| t * 100 + i).collect();
+                for t in h.submit(&values, 1) {
+                    wait(t).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let batches = h.batches();
+    assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 40);
+    assert!(batches.iter().all(|b| b.len() <= 3), "{batches:?}");
+    assert!(batches.iter().any(|b| b.len() == 3), "{batches:?}");
+}
+
+#[test]
+fn a_cap_is_clamped_to_the_configured_size() {
+    let h = Harness::new(8, 0, 100);
+    assert_eq!(
+        h.count(|c| &c.cap),
+        8,
+        "the configured size is in force at start"
+    );
+    h.batcher.set_batch_cap(100);
+    assert_eq!(h.batcher.batch_cap(), 8);
+    h.batcher.set_batch_cap(0);
+    assert_eq!(h.batcher.batch_cap(), 1);
 }

@@ -40,7 +40,7 @@ pub(crate) fn run<I: Batchable + Send + 'static, O: Send + 'static>(
 /// Blocks until a batch should leave: it is full, the delay of its oldest item elapsed, or
 /// the lane is greedy. Returns `None` once the lane is closed and empty.
 fn next_batch<I, O>(shared: &Shared<I, O>) -> Option<Vec<Entry<I, O>>> {
-    let cfg = &shared.config;
+    let delay = shared.config.max_queue_delay;
     let mut state = shared.lock();
     loop {
         if state.queue.is_empty() {
@@ -54,13 +54,11 @@ fn next_batch<I, O>(shared: &Shared<I, O>) -> Option<Vec<Entry<I, O>>> {
             continue;
         }
         let now = Instant::now();
-        let release_at = state
-            .queue
-            .oldest()
-            .map_or(now, |oldest| oldest + cfg.max_queue_delay);
-        let full = state.queue.ready_count(cfg.max_batch_size) >= cfg.max_batch_size;
+        let release_at = state.queue.oldest().map_or(now, |oldest| oldest + delay);
+        let cap = shared.cap();
+        let full = state.queue.ready_count(cap) >= cap;
         if full || now >= release_at || state.closed || state.greedy {
-            let formed = state.queue.take_batch(cfg.max_batch_size, now);
+            let formed = state.queue.take_batch(cap, now);
             shared.observer.queue_depth(state.queue.len());
             if !state.queue.is_empty() {
                 // Another idle instance may take the rest right away.

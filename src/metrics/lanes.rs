@@ -22,6 +22,7 @@ pub(super) struct LaneFamilies {
     failures: IntCounterVec,
     worker_restarts: IntCounterVec,
     model_ready: IntGaugeVec,
+    batch_cap: IntGaugeVec,
     invalid_outputs: IntCounterVec,
     padded_items: IntCounterVec,
 }
@@ -78,6 +79,11 @@ impl LaneFamilies {
                 "1 when a model has at least one healthy worker",
                 &["model"],
             ),
+            batch_cap: r.gauges(
+                "psr_reward_batch_cap",
+                "Most items per model batch in force: max_batch_size, or the cap learned from the measured throughput curve (learn_cap)",
+                &["model"],
+            ),
             invalid_outputs: r.counters(
                 "psr_reward_invalid_model_outputs_total",
                 "Model outputs rejected at the adapter boundary (NaN, zero norm, bad shape, absurd boxes), by model and reason",
@@ -105,6 +111,7 @@ impl LaneFamilies {
             inference_duration: self.inference_duration.with_label_values(&l),
             worker_restarts: self.worker_restarts.with_label_values(&l),
             ready: self.model_ready.with_label_values(&l),
+            batch_cap: self.batch_cap.with_label_values(&l),
             failures: FailureReason::ALL.map(fail),
         }
     }
@@ -136,6 +143,7 @@ pub struct LaneMetrics {
     inference_duration: prometheus::Histogram,
     worker_restarts: IntCounter,
     ready: IntGauge,
+    batch_cap: IntGauge,
     /// One counter per [`FailureReason::ALL`], in that order.
     failures: [IntCounter; 4],
 }
@@ -169,5 +177,9 @@ impl LaneObserver for LaneMetrics {
 
     fn lane_ready(&self, ready: bool) {
         self.ready.set(i64::from(ready));
+    }
+
+    fn batch_cap(&self, cap: usize) {
+        self.batch_cap.set(cap as i64);
     }
 }

@@ -299,6 +299,10 @@ pub struct BatchingSpec {
     pub max_batch_size: usize,
     pub max_queue_delay_ms: u64,
     pub queue_capacity: usize,
+    /// Time the model at batch sizes 1, 2, 4, ... up to `max_batch_size` after warm-up and
+    /// cap batches where throughput stops rising (see `crate::batcher::choose_cap`). Off by
+    /// default: it costs start-up time, and the many test servers should start fast.
+    pub learn_cap: bool,
 }
 
 impl Default for BatchingSpec {
@@ -307,6 +311,7 @@ impl Default for BatchingSpec {
             max_batch_size: 16,
             max_queue_delay_ms: 0,
             queue_capacity: 16384,
+            learn_cap: false,
         }
     }
 }

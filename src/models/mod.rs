@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::batcher::{BackendError, BatchError, Batcher, LaneConfig, ModelFactory, SubmitOptions};
+use crate::batcher::{
+    BackendError, BatchError, Batcher, CurvePoint, LaneConfig, LearnBudget, ModelFactory,
+    SubmitOptions,
+};
 use crate::imaging::{PooledTensor, Preprocess};
 use crate::metrics::Metrics;
 use crate::runtime::{build_session, describe, ProviderChoice, SessionOptions, Signature};
@@ -54,6 +57,12 @@ pub struct ModelInfo {
     pub signature: Option<Signature>,
     pub batching: BatchingSpec,
     pub preprocess: String,
+    /// The configured most items per batch (`batching.max_batch_size`).
+    pub max_batch_size: usize,
+    /// The most items per batch in force: `max_batch_size`, or the learned cap.
+    pub batch_cap: usize,
+    /// The throughput measured at start-up (`batching.learn_cap`); empty when not learned.
+    pub batch_curve: Vec<CurvePoint>,
 }
 
 /// One image's output of an image model: its vector, or why it was rejected.
@@ -238,48 +247,28 @@ impl Models {
     }
 
     /// Runs one real forward pass through every lane (and so through its batcher), so the
-    /// first caller does not pay for lazy initialisation; `/ready` turns 200 only after it.
+    /// first caller does not pay for lazy initialisation, then learns the batch cap of every
+    /// lane that asks for it; `/ready` turns 200 only after both.
     pub async fn warm_up(&self) -> Result<(), ModelError> {
         let opts = SubmitOptions {
             priority: 0,
             deadline: Instant::now() + Duration::from_secs(600),
         };
         if let Some(d) = &self.detector {
-            let plan = d.preprocess.plan(64, 64);
-            let image = Arc::new(blank(plan.out_h, plan.out_w));
-            let warm = match &d.vocabulary {
-                Vocabulary::Captions(_) => "warm up",
-                Vocabulary::Classes(c) => c.first().map_or("", String::as_str),
-            };
-            let prompt = d.prompt(&[warm]).map_err(|e| ModelError::Load {
-                model: d.batcher.name().to_string(),
-                message: e.to_string(),
-            })?;
-            await_one(
-                &d.batcher,
-                d.item(image, &prompt, (64, 64), ShapeRule::Pad),
-                opts,
-            )
-            .await?;
+            let sample = detector_sample(d)?;
+            await_one(&d.batcher, sample(), opts).await?;
+            learn(&d.batcher, &d.info, sample).await?;
         }
         for lane in [&self.embedder, &self.aesthetic].into_iter().flatten() {
             let plan = lane.preprocess.plan(256, 256);
-            await_one(&lane.batcher, blank(plan.out_h, plan.out_w), opts).await?;
+            let sample = || blank(plan.out_h, plan.out_w);
+            await_one(&lane.batcher, sample(), opts).await?;
+            learn(&lane.batcher, &lane.info, sample).await?;
         }
         if let Some(p) = &self.preference {
-            let plan = p.preprocess.plan(256, 256);
-            let input_ids =
-                p.tokenizer
-                    .encode_truncated("warm up")
-                    .map_err(|e| ModelError::Load {
-                        model: p.batcher.name().to_string(),
-                        message: e.to_string(),
-                    })?;
-            let item = PreferenceItem {
-                image: blank(plan.out_h, plan.out_w),
-                input_ids: input_ids.into(),
-            };
-            await_one(&p.batcher, item, opts).await?;
+            let sample = preference_sample(p)?;
+            await_one(&p.batcher, sample(), opts).await?;
+            learn(&p.batcher, &p.info, sample).await?;
         }
         Ok(())
     }
@@ -397,6 +386,9 @@ fn new_info(
         instances: Vec::new(),
         signature: None,
         batching: batching.clone(),
+        max_batch_size: batching.max_batch_size,
+        batch_cap: batching.max_batch_size,
+        batch_curve: Vec::new(),
         preprocess: format!(
             "{:?}, {:?}, {:?}",
             preprocess.rule(),
@@ -404,6 +396,73 @@ fn new_info(
             preprocess.normalize()
         ),
     }))
+}
+
+/// Measures the lane's throughput curve and caps its batches when its manifest asks
+/// (`batching.learn_cap`), recording the curve and the cap in its `/info` entry.
+async fn learn<I, O>(
+    batcher: &Batcher<I, O>,
+    info: &Mutex<ModelInfo>,
+    sample: impl Fn() -> I,
+) -> Result<(), ModelError>
+where
+    I: crate::batcher::Batchable + Send + 'static,
+    O: Send + 'static,
+{
+    if !info
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .batching
+        .learn_cap
+    {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let curve = batcher
+        .learn_cap(sample, &LearnBudget::default())
+        .await
+        .map_err(|source| ModelError::WarmUp {
+            model: batcher.name().to_string(),
+            source,
+        })?;
+    let cap = batcher.batch_cap();
+    tracing::info!(model = %batcher.name(), cap, seconds = started.elapsed().as_secs_f64(), curve = ?curve, "learned the batch cap");
+    let mut info = info.lock().unwrap_or_else(PoisonError::into_inner);
+    info.batch_cap = cap;
+    info.batch_curve = curve;
+    Ok(())
+}
+
+/// The detector's warm-up item maker: a blank 64x64 image with one prompt.
+fn detector_sample(d: &DetectorLane) -> Result<impl Fn() -> DetectorItem + '_, ModelError> {
+    let plan = d.preprocess.plan(64, 64);
+    let image = Arc::new(blank(plan.out_h, plan.out_w));
+    let warm = match &d.vocabulary {
+        Vocabulary::Captions(_) => "warm up",
+        Vocabulary::Classes(c) => c.first().map_or("", String::as_str),
+    };
+    let prompt = d.prompt(&[warm]).map_err(|e| ModelError::Load {
+        model: d.batcher.name().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(move || d.item(image.clone(), &prompt, (64, 64), ShapeRule::Pad))
+}
+
+/// The preference model's warm-up item maker: a blank image with a short prompt.
+fn preference_sample(p: &PreferenceLane) -> Result<impl Fn() -> PreferenceItem, ModelError> {
+    let plan = p.preprocess.plan(256, 256);
+    let input_ids: Arc<[i64]> = p
+        .tokenizer
+        .encode_truncated("warm up")
+        .map_err(|e| ModelError::Load {
+            model: p.batcher.name().to_string(),
+            message: e.to_string(),
+        })?
+        .into();
+    Ok(move || PreferenceItem {
+        image: blank(plan.out_h, plan.out_w),
+        input_ids: input_ids.clone(),
+    })
 }
 
 fn blank(h: u32, w: u32) -> PooledTensor {
