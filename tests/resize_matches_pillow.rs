@@ -66,9 +66,15 @@ fn resize_matches_pillow_byte_for_byte() {
     );
 
     let mut inputs: HashMap<String, (u32, u32, Vec<u8>)> = HashMap::new();
-    let mut resizer = Resizer::new();
+    // The default resizer (SIMD kernels where the CPU has them) and the scalar one.
+    let mut resizers = [Resizer::new(), Resizer::scalar()];
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(
+        resizers[0].uses_simd(),
+        std::arch::is_x86_feature_detected!("avx2"),
+        "the golden cases must run through the SIMD kernels where they exist"
+    );
     let mut failures = Vec::new();
-    let mut worst = 0u8;
     let mut windows_checked = 0;
     for case in cases {
         let name = case["name"].as_str().expect("case without name");
@@ -95,53 +101,67 @@ fn resize_matches_pillow_byte_for_byte() {
             "{name}: expected image has the wrong size"
         );
 
-        let mut out = vec![0u8; expected.len()];
-        resizer
-            .resize_rgb8(src, *sw, *sh, source_box(case), &mut out, dw, dh, filter)
-            .unwrap_or_else(|e| panic!("{name}: resize failed: {e}"));
-
-        windows_checked += check_windows(
-            &mut resizer,
-            (src, *sw, *sh),
-            source_box(case),
-            (dw, dh),
-            filter,
-            &expected,
-        )
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-
-        let diffs: Vec<u8> = out
-            .iter()
-            .zip(&expected)
-            .map(|(a, b)| a.abs_diff(*b))
-            .collect();
-        let max_diff = diffs.iter().copied().max().unwrap_or(0);
-        if max_diff > 0 {
-            let bad_pixels = diffs
-                .chunks_exact(3)
-                .filter(|p| p.iter().any(|&d| d > 0))
-                .count();
-            let first = diffs.iter().position(|&d| d > 0).unwrap_or(0) / 3;
-            failures.push(format!(
-                "{name}: max abs diff {max_diff}, {bad_pixels}/{} pixels differ (first at x={}, y={})",
-                diffs.len() / 3,
-                first % dw as usize,
-                first / dw as usize
-            ));
-            worst = worst.max(max_diff);
+        for resizer in &mut resizers {
+            let kernels = if resizer.uses_simd() {
+                "simd"
+            } else {
+                "scalar"
+            };
+            let name = format!("{name} ({kernels})");
+            let mut out = vec![0u8; expected.len()];
+            resizer
+                .resize_rgb8(src, *sw, *sh, source_box(case), &mut out, dw, dh, filter)
+                .unwrap_or_else(|e| panic!("{name}: resize failed: {e}"));
+            windows_checked += check_windows(
+                resizer,
+                (src, *sw, *sh),
+                source_box(case),
+                (dw, dh),
+                filter,
+                &expected,
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            if let Some(failure) = compare(&name, &out, &expected, dw) {
+                failures.push(failure);
+            }
         }
     }
     assert!(
         failures.is_empty(),
-        "{} of {} cases differ from Pillow (max abs diff {worst}):\n{}",
+        "{} of {} case runs differ from Pillow:\n{}",
         failures.len(),
-        cases.len(),
+        cases.len() * resizers.len(),
         failures.join("\n")
     );
     eprintln!(
-        "{} resize cases and {windows_checked} output windows byte-identical to Pillow",
+        "{} resize cases and {windows_checked} output windows byte-identical to Pillow, \
+         with the default and the scalar kernels",
         cases.len()
     );
+}
+
+/// A failure line when `out` differs from Pillow's `expected` (`dw` pixels a row).
+fn compare(name: &str, out: &[u8], expected: &[u8], dw: u32) -> Option<String> {
+    let diffs: Vec<u8> = out
+        .iter()
+        .zip(expected)
+        .map(|(a, b)| a.abs_diff(*b))
+        .collect();
+    let max_diff = diffs.iter().copied().max().unwrap_or(0);
+    if max_diff == 0 {
+        return None;
+    }
+    let bad_pixels = diffs
+        .chunks_exact(3)
+        .filter(|p| p.iter().any(|&d| d > 0))
+        .count();
+    let first = diffs.iter().position(|&d| d > 0).unwrap_or(0) / 3;
+    Some(format!(
+        "{name}: max abs diff {max_diff}, {bad_pixels}/{} pixels differ (first at x={}, y={})",
+        diffs.len() / 3,
+        first % dw as usize,
+        first / dw as usize
+    ))
 }
 
 /// Windows of the output to compute on their own: a centred 224² (or smaller) crop as the

@@ -3,10 +3,11 @@
 //! clipped to `u8`) and 16-bit grey (`_16bpc`: unquantised `f64` weights, `ROUND_UP`, clipped
 //! to `u16`).
 
+use super::simd::Simd;
 use super::taps::{Taps, PRECISION_BITS};
 
 /// Rounding bias added to every 8-bit accumulator (round half up after the shift).
-const HALF: i32 = 1 << (PRECISION_BITS - 1);
+pub(super) const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
 /// Per-thread accumulator rows of the vertical passes.
 #[derive(Debug, Default)]
@@ -27,8 +28,15 @@ pub(super) trait Kernel {
     type Sample: Copy + Default;
     const CHANNELS: usize;
     /// Horizontal convolution of the rows of `src` (`src_w` pixels wide) into the rows of
-    /// `out`, with uniform taps (see [`Taps::make_uniform`]).
-    fn horizontal(src: &[Self::Sample], src_w: usize, taps: &Taps, out: &mut [Self::Sample]);
+    /// `out`, with uniform taps (see [`Taps::make_uniform`]); with the SIMD kernels when
+    /// `simd` is given and the layout has them.
+    fn horizontal(
+        src: &[Self::Sample],
+        src_w: usize,
+        taps: &Taps,
+        out: &mut [Self::Sample],
+        simd: Option<Simd>,
+    );
     /// Vertical convolution into `out` (one row per span). `src` rows are `stride` samples
     /// apart, start at source row `first`, and the output's columns begin `offset` samples
     /// into each row.
@@ -39,6 +47,7 @@ pub(super) trait Kernel {
         taps: &Taps,
         out: &mut [Self::Sample],
         acc: &mut Accumulators,
+        simd: Option<Simd>,
     );
     /// This layout's intermediate buffer.
     fn temp(temps: &mut Temps) -> &mut Vec<Self::Sample>;
@@ -51,8 +60,11 @@ impl<const C: usize> Kernel for Bands8<C> {
     type Sample = u8;
     const CHANNELS: usize = C;
 
-    fn horizontal(src: &[u8], src_w: usize, taps: &Taps, out: &mut [u8]) {
+    fn horizontal(src: &[u8], src_w: usize, taps: &Taps, out: &mut [u8], simd: Option<Simd>) {
         const { assert!(C == 3 || C == 4, "three or four bands") };
+        if let Some(simd) = simd {
+            return simd.horizontal::<C>(src, src_w, taps, out);
+        }
         // Common tap counts get a constant trip count so the tap loop unrolls.
         match taps.spans.first().map_or(0, |s| s.len) {
             2 => horizontal_8bit::<C>(src, src_w, taps, out, 2),
@@ -71,7 +83,11 @@ impl<const C: usize> Kernel for Bands8<C> {
         taps: &Taps,
         out: &mut [u8],
         acc: &mut Accumulators,
+        simd: Option<Simd>,
     ) {
+        if let Some(simd) = simd {
+            return simd.vertical(src, (stride, offset), first, taps, out);
+        }
         // Integer sums are order-independent, so accumulating whole rows gives Pillow's
         // exact result with vectorisable access.
         let acc = &mut acc.int;
@@ -99,7 +115,7 @@ impl<const C: usize> Kernel for Bands8<C> {
 
 /// Pillow's `clip8`: drop the fraction bits (arithmetic shift) and saturate.
 #[inline]
-fn clip8(acc: i32) -> u8 {
+pub(super) fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
@@ -154,7 +170,7 @@ impl Kernel for Grey16 {
     type Sample = u16;
     const CHANNELS: usize = 1;
 
-    fn horizontal(src: &[u16], src_w: usize, taps: &Taps, out: &mut [u16]) {
+    fn horizontal(src: &[u16], src_w: usize, taps: &Taps, out: &mut [u16], _: Option<Simd>) {
         for (out_row, in_row) in out
             .chunks_exact_mut(taps.spans.len())
             .zip(src.chunks_exact(src_w))
@@ -179,6 +195,7 @@ impl Kernel for Grey16 {
         taps: &Taps,
         out: &mut [u16],
         acc: &mut Accumulators,
+        _: Option<Simd>,
     ) {
         // Row-wise accumulation adds each column's taps in the same order as Pillow's
         // per-column loop, so the f64 sums are identical.

@@ -18,9 +18,16 @@
 //!
 //! What Pillow does around the resampler for each image mode (premultiplied alpha,
 //! NEAREST for palettes) lives in `imaging::pillow`.
+//!
+//! The 8-bit passes have AVX2 versions (`simd`, chosen at run time on x86_64) with the same
+//! integer arithmetic, hence the same bytes; [`Resizer::scalar`] keeps the plain ones.
 
 mod kernels;
 mod nearest;
+#[cfg_attr(not(target_arch = "x86_64"), path = "no_simd.rs")]
+mod simd;
+#[cfg(test)]
+mod simd_tests;
 mod taps;
 #[cfg(test)]
 mod tests;
@@ -28,6 +35,7 @@ mod tests;
 use thiserror::Error;
 
 use kernels::{Accumulators, Bands8, Grey16, Kernel, Temps};
+use simd::Simd;
 pub use taps::Filter;
 use taps::Taps;
 
@@ -99,8 +107,10 @@ pub enum ResizeError {
 
 /// Reusable scratch buffers and coefficient tables, so repeated resizes do not
 /// allocate once warmed up. Keep one per worker thread.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Resizer {
+    /// The SIMD kernels of the 8-bit passes, when this CPU has them and they are wanted.
+    simd: Option<Simd>,
     horizontal: Taps,
     vertical: Taps,
     /// Output of the first pass.
@@ -156,10 +166,39 @@ impl Geometry {
     }
 }
 
+impl Default for Resizer {
+    fn default() -> Self {
+        Self::with_simd(Simd::detect())
+    }
+}
+
 impl Resizer {
-    /// Creates a resizer with empty scratch buffers.
+    /// Creates a resizer with empty scratch buffers, using the SIMD kernels of the 8-bit
+    /// passes where the CPU has them (AVX2 on x86_64).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A resizer that always runs the scalar 8-bit passes: the reference the SIMD kernels are
+    /// tested against, and the "before" of the preprocessing bench. Same bytes, slower.
+    pub fn scalar() -> Self {
+        Self::with_simd(None)
+    }
+
+    fn with_simd(simd: Option<Simd>) -> Self {
+        Self {
+            simd,
+            horizontal: Taps::default(),
+            vertical: Taps::default(),
+            temps: Temps::default(),
+            acc: Accumulators::default(),
+            nearest: Default::default(),
+        }
+    }
+
+    /// Whether this resizer runs the SIMD kernels of the 8-bit passes.
+    pub fn uses_simd(&self) -> bool {
+        self.simd.is_some()
     }
 
     /// Resizes an interleaved RGB8 image (`src.len() == src_w * src_h * 3`) into
@@ -287,27 +326,27 @@ impl Resizer {
         // Pillow 13 order rule; it uses the full image sizes, not the box's.
         let shrink_h = i64::from(src_h) - i64::from(dst_h);
         let vertical_first = shrink_h > 0 && shrink_h > 2 * (i64::from(src_w) - i64::from(dst_w));
-        let (h, v, acc) = (&self.horizontal, &self.vertical, &mut self.acc);
+        let (h, v, acc, simd) = (&self.horizontal, &self.vertical, &mut self.acc, self.simd);
         let temp = K::temp(&mut self.temps);
         let (wx, wy) = (window.x as usize, window.y as usize);
         match (need_h, need_v) {
             // Unreachable after the crop shortcut, kept for completeness.
             (false, false) => copy_rows(src, (sw, c), (wx, wy), ww, dst),
-            (true, false) => K::horizontal(&src[wy * sw * c..], sw, h, dst),
-            (false, true) => K::vertical(src, (sw * c, wx * c), 0, v, dst, acc),
+            (true, false) => K::horizontal(&src[wy * sw * c..], sw, h, dst, simd),
+            (false, true) => K::vertical(src, (sw * c, wx * c), 0, v, dst, acc, simd),
             (true, true) if vertical_first => {
                 temp.clear();
                 temp.resize(sw * c * wh, K::Sample::default());
-                K::vertical(src, (sw * c, 0), 0, v, temp, acc);
-                K::horizontal(temp, sw, h, dst);
+                K::vertical(src, (sw * c, 0), 0, v, temp, acc, simd);
+                K::horizontal(temp, sw, h, dst, simd);
             }
             (true, true) => {
                 let first = v.spans.first().map_or(0, |s| s.start);
                 let last = v.spans.iter().map(|s| s.start + s.len).max().unwrap_or(0);
                 temp.clear();
                 temp.resize(last.saturating_sub(first) * ww * c, K::Sample::default());
-                K::horizontal(&src[first * sw * c..], sw, h, temp);
-                K::vertical(temp, (ww * c, 0), first, v, dst, acc);
+                K::horizontal(&src[first * sw * c..], sw, h, temp, simd);
+                K::vertical(temp, (ww * c, 0), first, v, dst, acc, simd);
             }
         }
         Ok(())

@@ -5,6 +5,10 @@
 /// bits of headroom for negative lobes and weight sums above one, and a sign bit.
 pub(super) const PRECISION_BITS: u32 = 32 - 8 - 2;
 
+/// `i32` lanes a pixel takes in the SIMD kernels' vectors (three or four bands, padded to
+/// four).
+pub(super) const LANES_PER_PIXEL: usize = 4;
+
 /// Resampling filters with Pillow's exact semantics (`Image.Resampling.BILINEAR`
 /// and `Image.Resampling.BICUBIC`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,6 +58,9 @@ pub(super) struct Taps {
     pub(super) spans: Vec<Span>,
     pub(super) coeffs: Vec<i32>,
     pub(super) exact: Vec<f64>,
+    /// Each of [`Taps::coeffs`] four times over, one per `i32` lane of a pixel: the weight
+    /// vectors of the SIMD horizontal pass, filled by [`Taps::make_uniform`].
+    pub(super) lanes: Vec<i32>,
     /// Unnormalised weights of the sample being computed.
     weights: Vec<f64>,
     /// Scratch for [`Taps::make_uniform`].
@@ -130,12 +137,16 @@ impl Taps {
         }
         std::mem::swap(&mut self.coeffs, &mut self.padded);
         std::mem::swap(&mut self.exact, &mut self.padded_exact);
+        self.lanes.clear();
+        self.lanes
+            .extend(self.coeffs.iter().flat_map(|&w| [w; LANES_PER_PIXEL]));
     }
 
     /// Whether the weight tables hold more than `max_i32` entries (to free them).
     pub(super) fn larger_than(&self, max_i32: usize) -> bool {
         [self.coeffs.capacity(), self.padded.capacity()]
             .into_iter()
+            .chain([self.lanes.capacity()])
             .chain([self.exact.capacity(), self.padded_exact.capacity()].map(|c| c * 2))
             .any(|c| c > max_i32)
     }
