@@ -70,49 +70,6 @@ fn parse_args() -> Args {
     a
 }
 
-/// Distinct, photo-like 512x512 images: smooth gradients plus seeded blobs.
-fn make_jpegs(n: usize) -> Vec<Vec<u8>> {
-    (0..n)
-        .map(|i| {
-            let mut state =
-                0x9E37_79B9_7F4A_7C15u64 ^ (i as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            let mut rnd = move || {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state % 1000) as f32 / 1000.0
-            };
-            let blobs: Vec<(f32, f32, f32, [f32; 3])> = (0..6)
-                .map(|_| {
-                    (
-                        rnd() * 512.0,
-                        rnd() * 512.0,
-                        20.0 + rnd() * 120.0,
-                        [rnd(), rnd(), rnd()],
-                    )
-                })
-                .collect();
-            let img = image::RgbImage::from_fn(512, 512, |x, y| {
-                let (xf, yf) = (x as f32, y as f32);
-                let mut c = [
-                    xf / 512.0,
-                    yf / 512.0,
-                    0.5 * (1.0 + ((xf + yf) / 40.0 + i as f32).sin()),
-                ];
-                for (bx, by, r, col) in &blobs {
-                    let d2 = (xf - bx).powi(2) + (yf - by).powi(2);
-                    let w = (-d2 / (r * r)).exp();
-                    for k in 0..3 {
-                        c[k] = c[k] * (1.0 - w) + col[k] * w;
-                    }
-                }
-                image::Rgb(c.map(|v| (v.clamp(0.0, 1.0) * 255.0) as u8))
-            });
-            common::jpeg(&img, 90)
-        })
-        .collect()
-}
-
 /// Raw session throughput (images/s) per batch size, on the service's own preprocessing.
 fn raw_throughput(args: &Args, jpegs: &[Vec<u8>]) -> Vec<(usize, f64)> {
     let env = load_environment(Some(&common::ort_library())).expect("ort");
@@ -369,7 +326,7 @@ fn main() {
     }
     let args = parse_args();
     eprintln!("generating {} distinct 512x512 JPEGs", args.images);
-    let jpegs = make_jpegs(args.images);
+    let jpegs = common::photo_jpegs(args.images);
     let rust_raw = raw_throughput(&args, &jpegs);
     let python_raw =
         common::raw_python_throughput(&args.model, &args.raw_batches, args.seconds.min(8.0));

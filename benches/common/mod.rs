@@ -228,3 +228,47 @@ pub fn b64(bytes: &[u8]) -> String {
 
 pub const RED: [u8; 3] = [255, 0, 0];
 pub const BLUE: [u8; 3] = [0, 0, 255];
+
+/// Distinct, photo-like 512x512 JPEGs (quality 90): smooth gradients plus seeded blobs, as
+/// the serving and preprocessing benches send.
+pub fn photo_jpegs(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let mut state =
+                0x9E37_79B9_7F4A_7C15u64 ^ (i as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            let mut rnd = move || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % 1000) as f32 / 1000.0
+            };
+            let blobs: Vec<(f32, f32, f32, [f32; 3])> = (0..6)
+                .map(|_| {
+                    (
+                        rnd() * 512.0,
+                        rnd() * 512.0,
+                        20.0 + rnd() * 120.0,
+                        [rnd(), rnd(), rnd()],
+                    )
+                })
+                .collect();
+            let img = image::RgbImage::from_fn(512, 512, |x, y| {
+                let (xf, yf) = (x as f32, y as f32);
+                let mut c = [
+                    xf / 512.0,
+                    yf / 512.0,
+                    0.5 * (1.0 + ((xf + yf) / 40.0 + i as f32).sin()),
+                ];
+                for (bx, by, r, col) in &blobs {
+                    let d2 = (xf - bx).powi(2) + (yf - by).powi(2);
+                    let w = (-d2 / (r * r)).exp();
+                    for k in 0..3 {
+                        c[k] = c[k] * (1.0 - w) + col[k] * w;
+                    }
+                }
+                image::Rgb(c.map(|v| (v.clamp(0.0, 1.0) * 255.0) as u8))
+            });
+            jpeg(&img, 90)
+        })
+        .collect()
+}
